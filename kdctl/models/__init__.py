@@ -1,0 +1,5 @@
+"""Modules kdctl registers into mmdet's registries.
+
+Importing this package registers them; rendered configs do it through
+``custom_imports = dict(imports=['kdctl.models'])``.
+"""
