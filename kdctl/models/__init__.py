@@ -3,3 +3,5 @@
 Importing this package registers them; rendered configs do it through
 ``custom_imports = dict(imports=['kdctl.models'])``.
 """
+
+from . import efficientnet_lite  # noqa: F401

@@ -1,0 +1,70 @@
+"""Logit and feature distillation losses for dense detectors.
+
+ATSS, RetinaNet and FCOS classify with one sigmoid per class, so the teacher's soft
+target at a location is a set of independent Bernoulli probabilities, not a categorical
+distribution: the matching KD objective is the per-class binary KL divergence. A softmax
+KL over those logits would invent a competition between classes that the heads never
+learnt. Heads that do use a softmax (RetinaNet with ``use_sigmoid=False``) get the
+softmax KL. Both are scaled by T^2 so their gradients keep the same size as T changes.
+
+All losses are computed in float32, whatever the autocast dtype, so that logits of
++-60 at T=0.05 or T=100 stay finite.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOGIT_LOSSES = ("sigmoid_kl", "softmax_kl")
+
+
+def sigmoid_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Binary KL(teacher || student) per class at temperature T, times T^2.
+
+    Inputs are (..., C) logits; returns the elementwise KL, same shape.
+    """
+    s = student_logits.float() / temperature
+    t = teacher_logits.float() / temperature
+    p_t = torch.sigmoid(t)
+    # log p = logsigmoid(x) and log(1 - p) = logsigmoid(-x) are exact for any |x|
+    kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p_t) * (
+        F.logsigmoid(-t) - F.logsigmoid(-s))
+    return kl * temperature**2
+
+
+def softmax_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of the softmax over the last dim at temperature T, times T^2.
+
+    Returns one value per location, shape (...,).
+    """
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_s, log_t, reduction="none", log_target=True).sum(-1)
+    return kl * temperature**2
+
+
+def flatten_levels(cls_scores: list[Tensor], channels: int) -> Tensor:
+    """(N, A*C, H, W) maps of every FPN level -> (locations, C) in one tensor."""
+    flat = [s.permute(0, 2, 3, 1).reshape(-1, channels) for s in cls_scores]
+    return torch.cat(flat, dim=0)
+
+
+def logit_kd_loss(student_scores: list[Tensor], teacher_scores: list[Tensor],
+                  channels: int, temperature: float, kind: str) -> Tensor:
+    """Mean over anchor locations of the KL summed over classes."""
+    if kind not in LOGIT_LOSSES:
+        raise ValueError(f"logit loss must be one of {LOGIT_LOSSES}, got {kind!r}")
+    s = flatten_levels(student_scores, channels)
+    t = flatten_levels(teacher_scores, channels)
+    if kind == "sigmoid_kl":
+        return sigmoid_kl(s, t, temperature).sum(-1).mean()
+    return softmax_kl(s, t, temperature).mean()
+
+
+def feature_kd_loss(student_feats: tuple[Tensor, ...],
+                    teacher_feats: tuple[Tensor, ...]) -> Tensor:
+    """Mean squared error between FPN maps, averaged over levels."""
+    losses = [F.mse_loss(s.float(), t.float()) for s, t in zip(student_feats, teacher_feats)]
+    return torch.stack(losses).mean()

