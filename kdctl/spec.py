@@ -112,10 +112,8 @@ class BackboneSpec(StrictModel):
 
     @field_validator("pretrained")
     @classmethod
-    def _weights_exist(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None or v == "packaged":
-            return v
-        return _must_exist(v, info, "file")
+    def _weights_path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return v if v == "packaged" else _resolve(v, info)  # existence: cross-section rules
 
 
 class HeadSpec(StrictModel):
@@ -148,8 +146,8 @@ class TeacherSpec(ModelSpec):
 
     @field_validator("checkpoint")
     @classmethod
-    def _ckpt_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return _must_exist(v, info, "file")
+    def _ckpt_path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _resolve(v, info)  # existence: cross-section rules, so the rest still checks
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,6 +274,7 @@ def parse_spec(raw: dict[str, Any], base_dir: Path, source: str = "spec") -> Spe
     context = {"base_dir": str(base_dir)}
     problems: list[str] = []
     sections: dict[str, Any] = {}
+    failed: set[str] = set()
 
     for key, value in raw.items():
         field = Spec.model_fields.get(key)
@@ -293,11 +292,12 @@ def parse_spec(raw: dict[str, Any], base_dir: Path, source: str = "spec") -> Spe
             sections[key] = model.model_validate(value or {}, context=context)
         except ValidationError as exc:
             problems.extend(format_errors(exc, prefix=key))
+            failed.add(key)
     if "data" not in raw:
         problems.append("data: missing section; add data.train_ann, data.train_images, "
                         "data.val_ann, data.val_images and data.classes")
 
-    problems.extend(cross_section_problems(sections))
+    problems.extend(cross_section_problems(sections, failed))
     if problems:
         raise SpecError(problems, source=source)
     try:
@@ -323,18 +323,23 @@ def _dataset_categories(ann_file: str) -> list[str] | None:
         return None  # the data checks report an unreadable file in full
 
 
-def cross_section_problems(sections: dict[str, Any]) -> list[str]:
+def cross_section_problems(sections: dict[str, Any], failed: set[str]) -> list[str]:
+    """Rules across sections; a rule is skipped when a section it reads failed to parse."""
     problems: list[str] = []
     data: DataSpec | None = sections.get("data")
     teacher: TeacherSpec = sections.get("teacher", TeacherSpec())
     student: ModelSpec = sections.get("student", ModelSpec())
-    distill: DistillSpec | None = sections.get("distill")
+    distill: DistillSpec = sections.get("distill", DistillSpec())
+    models_ok = not failed & {"teacher", "student"}
+    problems.extend(_missing_file_problems(teacher, student))
 
-    if data is not None:
+    if data is not None and models_ok:
         problems.extend(_class_count_problems(data, teacher, student))
-    if distill is not None:
+    if "student" not in failed and "distill" not in failed:
         problems.extend(_logit_loss_problems(distill, student))
-    if teacher.detector != student.detector or teacher.num_levels != student.num_levels:
+    if not models_ok:
+        pass
+    elif teacher.detector != student.detector or teacher.num_levels != student.num_levels:
         problems.append(
             f"student.detector: the logit KD pairs teacher and student outputs location by "
             f"location, so both need the same detector and FPN levels (got teacher "
@@ -344,7 +349,7 @@ def cross_section_problems(sections: dict[str, Any]) -> list[str]:
         problems.append(
             f"student.head.anchor_scale: must equal teacher.head.anchor_scale so their "
             f"anchors match (got {student.head.anchor_scale} vs {teacher.head.anchor_scale})")
-    if distill is not None and "feature" in distill.losses and (
+    if models_ok and "distill" not in failed and "feature" in distill.losses and (
             teacher.neck_channels != student.neck_channels):
         problems.append(
             f"distill.losses: feature KD compares FPN maps, which needs "
@@ -355,6 +360,15 @@ def cross_section_problems(sections: dict[str, Any]) -> list[str]:
 
         problems.extend(sweep_problems(sections["sweep"]))
     return problems
+
+
+def _missing_file_problems(teacher: TeacherSpec, student: ModelSpec) -> list[str]:
+    files = {"teacher.checkpoint": teacher.checkpoint,
+             "teacher.backbone.pretrained": teacher.backbone.pretrained,
+             "student.backbone.pretrained": student.backbone.pretrained}
+    return [f"{field}: file not found: {path}; give an existing file or remove the field"
+            for field, path in files.items()
+            if path and path != "packaged" and not Path(path).is_file()]
 
 
 def _class_count_problems(data: DataSpec, teacher: ModelSpec, student: ModelSpec) -> list[str]:
@@ -389,3 +403,17 @@ def logit_loss_kind(spec: Spec) -> str:
     if spec.distill.logit_loss != "auto":
         return spec.distill.logit_loss
     return "sigmoid_kl" if spec.student.head.use_sigmoid else "softmax_kl"
+
+
+def with_overrides(spec: Spec, updates: dict[str, Any]) -> Spec:
+    """A copy of `spec` with dotted fields replaced (`{"distill.temperature": 2}`), validated
+    like the file itself so a bad command-line value is reported the same way."""
+    raw = spec.model_dump(mode="json")
+    for dotted, value in updates.items():
+        section, _, key = dotted.partition(".")
+        if section not in raw or not key:
+            raise SpecError([f"{dotted}: not a spec field"], source="override")
+        if raw[section] is None:
+            raw[section] = {}
+        raw[section][key] = value
+    return parse_spec(raw, base_dir=Path("."), source="command line")

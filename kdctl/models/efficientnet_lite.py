@@ -14,8 +14,9 @@ The default ``out_indices=(2, 4, 6)`` gives strides 8, 16, 32 with these channel
     lite0  40, 112, 320      lite1  40, 112, 320      lite2  48, 120, 352
     lite3  48, 136, 384      lite4  56, 160, 448
 
-Inputs are RGB normalised with ``PIXEL_MEAN``/``PIXEL_STD`` (inception style, as in the
-TF training); ImageNet mean/std also works after fine-tuning but starts further off.
+Inputs are RGB normalised as ``(x - PIXEL_MEAN) / PIXEL_STD`` = ``(x - 127) / 128``, the
+TF training's normalisation; a detector's data_preprocessor should use these values (with
+``bgr_to_rgb=True`` for mmdet's BGR loading).
 """
 
 from __future__ import annotations
@@ -100,12 +101,12 @@ def _check_arch(arch: str) -> None:
 
 
 def _scale_channels(channels: int, width: float) -> int:
+    divisor = _CHANNEL_DIVISOR
     scaled = channels * width
-    rounded = max(_CHANNEL_DIVISOR, int(scaled + _CHANNEL_DIVISOR / 2) // _CHANNEL_DIVISOR
-                  * _CHANNEL_DIVISOR)
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
     # Never round down by more than 10%.
     if rounded < 0.9 * scaled:
-        rounded += _CHANNEL_DIVISOR
+        rounded += divisor
     return rounded
 
 
@@ -128,8 +129,8 @@ def stage_specs(arch: str) -> tuple[StageSpec, ...]:
 def _check_out_indices(out_indices: Sequence[int]) -> tuple[int, ...]:
     indices = tuple(out_indices)
     n_stages = len(_BASE_STAGES)
-    if not indices or any(i not in range(n_stages) for i in indices) \
-            or list(indices) != sorted(set(indices)):
+    in_range = all(i in range(n_stages) for i in indices)
+    if not indices or not in_range or list(indices) != sorted(set(indices)):
         raise KdctlError(
             f"got {list(indices)}; use increasing stage indices in 0..{n_stages - 1} "
             f"(default {list(DEFAULT_OUT_INDICES)} gives strides 8, 16, 32)",

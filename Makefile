@@ -1,0 +1,15 @@
+# The two commands a newcomer needs: `make demo` and `make test` (each sets everything up).
+.PHONY: setup demo demo-quick test
+VENV := .venv/bin
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/kdctl demo
+
+demo-quick: setup
+	$(VENV)/kdctl demo --quick
+
+test: setup
+	$(VENV)/python -m pytest

@@ -1,0 +1,82 @@
+"""The KD losses against values computed by hand, and their numerical range."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kdctl.models.kd_losses import logit_kd_loss, sigmoid_kl, softmax_kl
+
+
+def _binary_kl(p: float, q: float) -> float:
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def _sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_sigmoid_kl_matches_hand_computation() -> None:
+    t, s, temp = 2.0, -1.0, 4.0
+    expected = _binary_kl(_sig(t / temp), _sig(s / temp)) * temp**2
+    got = sigmoid_kl(torch.tensor([s]), torch.tensor([t]), temp)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # by hand: p=sigmoid(0.5)=0.622459, q=sigmoid(-0.25)=0.437823
+    assert expected == pytest.approx(16 * 0.068707, rel=1e-4)
+
+
+def test_softmax_kl_matches_hand_computation() -> None:
+    t = [1.0, 0.0, -1.0]
+    s = [0.0, 0.5, 0.0]
+    temp = 2.0
+
+    def softmax(v: list[float]) -> list[float]:
+        e = [math.exp(x / temp) for x in v]
+        return [x / sum(e) for x in e]
+
+    p, q = softmax(t), softmax(s)
+    expected = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)) * temp**2
+    got = softmax_kl(torch.tensor([s]), torch.tensor([t]), temp)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kl_is_zero_for_equal_logits_and_positive_otherwise() -> None:
+    x = torch.randn(50, 3)
+    assert sigmoid_kl(x, x, 4.0).abs().max().item() < 1e-6
+    assert softmax_kl(x, x, 4.0).abs().max().item() < 1e-6
+    y = x + torch.randn(50, 3)
+    assert sigmoid_kl(y, x, 4.0).min().item() >= -1e-6
+    assert sigmoid_kl(y, x, 4.0).sum().item() > 0.1
+
+
+@pytest.mark.parametrize("temp", [0.05, 100.0])
+@pytest.mark.parametrize("kind", ["sigmoid_kl", "softmax_kl"])
+def test_losses_finite_at_extreme_logits_and_temperatures(temp: float, kind: str) -> None:
+    s = torch.tensor([[60.0, -60.0, 60.0]], requires_grad=True)
+    t = torch.tensor([[-60.0, 60.0, 60.0]])
+    scores_s = [s.view(1, 3, 1, 1)]
+    scores_t = [t.view(1, 3, 1, 1)]
+    loss = logit_kd_loss(scores_s, scores_t, 3, temp, kind)
+    loss.backward()
+    assert math.isfinite(loss.item()) and loss.item() > 0
+    assert torch.isfinite(s.grad).all()
+
+
+def test_losses_are_float32_under_half_inputs() -> None:
+    s = torch.randn(4, 2).half()
+    t = torch.randn(4, 2).half()
+    assert sigmoid_kl(s, t, 4.0).dtype == torch.float32
+    assert softmax_kl(s, t, 4.0).dtype == torch.float32
+
+
+def test_logit_kd_reduction_is_mean_over_locations_of_class_sum() -> None:
+    s = torch.randn(2, 6, 3, 3)  # 2 anchors x 3 classes per location
+    t = torch.randn(2, 6, 3, 3)
+    flat_s = s.permute(0, 2, 3, 1).reshape(-1, 3)
+    flat_t = t.permute(0, 2, 3, 1).reshape(-1, 3)
+    expected = sigmoid_kl(flat_s, flat_t, 2.0).sum(-1).mean()
+    got = logit_kd_loss([s], [t], 3, 2.0, "sigmoid_kl")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert flat_s.shape[0] == 2 * 3 * 3 * 2
