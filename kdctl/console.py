@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from kdctl.errors import KdctlError, SpecError
@@ -17,6 +19,10 @@ err_console = Console(stderr=True)
 
 
 def setup_logging(verbose: bool) -> None:
+    if not verbose:  # deprecation chatter from mmengine/mmdet internals; --verbose shows it
+        for module in ("mmengine", "mmdet", "mmcv", "torch", "kdctl.hooks"):
+            warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=verbose)], force=True)
@@ -27,9 +33,9 @@ def print_error(exc: KdctlError) -> None:
         err_console.print(f"[bold red]error:[/] {exc.source} has {len(exc.problems)} "
                           "problem(s):")
         for problem in exc.problems:
-            err_console.print(f"  [red]-[/] {problem}", highlight=False, soft_wrap=True)
+            err_console.print(f"  [red]-[/] {escape(problem)}", highlight=False, soft_wrap=True)
     else:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

@@ -37,8 +37,8 @@ def demo_spec(data_root: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
         teacher=dict(
             **_MODEL_COMMON,
             backbone=dict(name="efficientnet_lite2", pretrained="packaged", frozen_stages=1),
-            neck_channels=160,
-            head=dict(feat_channels=160, stacked_convs=2, anchor_scale=4),
+            neck_channels=192,
+            head=dict(feat_channels=192, stacked_convs=2, anchor_scale=4),
         ),
         student=dict(
             **_MODEL_COMMON,

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from kdctl.errors import KdctlError
 from kdctl.io import atomic_write_json, atomic_write_text
+from kdctl.metrics import complete
 from kdctl.render import render_config
 from kdctl.runs import ROLE_TITLES, RunInfo, find_runs, last_checkpoint, load_run
 from kdctl.spec import Spec
@@ -41,10 +42,9 @@ def _config_role(role: str) -> str:
 def evaluate_checkpoint(spec: Spec, role: str, ckpt: Path, out_dir: Path) -> tuple[dict, int]:
     """COCO metrics of one checkpoint on the val set, and its parameter count."""
     from mmengine.config import Config  # noqa: PLC0415
-    from mmengine.runner import Runner  # noqa: PLC0415
 
     from kdctl.models.kd_detector import load_strict  # noqa: PLC0415
-    from kdctl.train import _quiet_console_logger, resolve_device  # noqa: PLC0415
+    from kdctl.train import build_quiet_runner, quiet_stdout, resolve_device  # noqa: PLC0415
 
     resolve_device(spec.runtime.device)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,12 +53,12 @@ def evaluate_checkpoint(spec: Spec, role: str, ckpt: Path, out_dir: Path) -> tup
     cfg = Config.fromfile(str(config_file))
     cfg.work_dir = str(out_dir)
     cfg.default_hooks.visualization = dict(type="DetVisualizationHook", draw=False)
-    runner = Runner.from_cfg(cfg)
-    _quiet_console_logger(runner, verbose=False)
+    runner = build_quiet_runner(cfg, verbose=False)
     load_strict(runner.model, ckpt, field=f"{role} checkpoint")
-    metrics = runner.test()
+    with quiet_stdout(verbose=False):
+        metrics = runner.test()
     params = sum(p.numel() for p in runner.model.parameters())
-    return {k: float(v) for k, v in metrics.items()}, params
+    return complete(metrics), params
 
 
 def latest_runs(spec: Spec) -> dict[str, RunInfo]:

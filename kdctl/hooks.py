@@ -25,13 +25,15 @@ from rich.progress import (
 
 from kdctl.errors import KdctlError
 from kdctl.io import atomic_write_json
+from kdctl.metrics import complete
 from kdctl.runs import last_checkpoint
 
 
 def _scalars(outputs: Any) -> dict[str, float]:
     if not isinstance(outputs, dict):
         return {}
-    return {k: float(v) for k, v in outputs.items() if "loss" in k}
+    return {k: float(v.detach()) if hasattr(v, "detach") else float(v)
+            for k, v in outputs.items() if "loss" in k}
 
 
 class ProgressHook(Hook):
@@ -125,14 +127,12 @@ class MetricsHook(Hook):
 
     def after_train_epoch(self, runner: Any) -> None:
         self._flush_window(runner)
-        self.data["epochs_done"] = runner.epoch
+        self.data["epochs_done"] = runner.epoch + 1  # the loop counts it after this hook
         self.data["train_seconds"] = round(time.time() - self._t0, 1)
         atomic_write_json(self.path, self.data)
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
-        if not metrics:
-            return
-        row = {"epoch": runner.epoch, **{k: float(v) for k, v in metrics.items()}}
+        row = {"epoch": runner.epoch, **complete(metrics)}
         self.data["val"] = [r for r in self.data["val"] if r["epoch"] != runner.epoch] + [row]
         self.data["final"] = row
         best = self.data.get("best", {})

@@ -23,6 +23,9 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 ROLES = ("teacher", "student", "distill")
 _STRIDES = [8, 16, 32, 64, 128]
 _FCOS_RANGES = [(-1, 64), (64, 128), (128, 256), (256, 512), (512, 100000000)]
+# input normalisation (RGB) that each backbone family's pretrained weights expect
+_IMAGENET_MEAN_STD = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
+_EFFICIENTNET_LITE_MEAN_STD = ([127.0, 127.0, 127.0], [128.0, 128.0, 128.0])
 _TITLES = {"teacher": "Teacher", "student": "Plain student (the KD baseline)"}
 
 
@@ -65,11 +68,16 @@ def _backbone_context(model: ModelSpec) -> dict[str, Any]:
 
 def model_context(model: ModelSpec, num_classes: int) -> dict[str, Any]:
     n = model.num_levels
+    backbone = _backbone_context(model)
+    mean, std = (_IMAGENET_MEAN_STD if backbone["kind"] == "resnet"
+                 else _EFFICIENTNET_LITE_MEAN_STD)
     return dict(
         detector=model.detector,
         mmdet_type={"atss": "ATSS", "retinanet": "RetinaNet", "fcos": "FCOS"}[model.detector],
         num_classes=model.head.num_classes or num_classes,
-        backbone=_backbone_context(model),
+        backbone=backbone,
+        pixel_mean=mean,
+        pixel_std=std,
         neck_channels=model.neck_channels,
         num_levels=n,
         strides=_STRIDES[:n],

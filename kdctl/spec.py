@@ -85,9 +85,9 @@ class DataSpec(StrictModel):
     @field_validator("image_size")
     @classmethod
     def _positive_size(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 32 or v[0] % 32 or v[1] % 32:
-            raise ValueError("image_size must be [width, height], each a multiple of 32 "
-                             "and >= 32 (the coarsest feature map has stride 32)")
+        if min(v) < 32:
+            raise ValueError("image_size is [width, height], each >= 32 (the coarsest "
+                             "feature map has stride 32)")
         return v
 
 
@@ -133,8 +133,12 @@ class ModelSpec(StrictModel):
 
     @field_validator("head")
     @classmethod
-    def _softmax_only_retinanet(cls, v: HeadSpec, info: ValidationInfo) -> HeadSpec:
-        if not v.use_sigmoid and info.data.get("detector") != "retinanet":
+    def _head_fits_detector(cls, v: HeadSpec, info: ValidationInfo) -> HeadSpec:
+        detector = info.data.get("detector")
+        if detector in ("atss", "fcos") and v.feat_channels % 32:
+            raise ValueError(f"feat_channels {v.feat_channels}: {detector} heads use "
+                             "GroupNorm with 32 groups; use a multiple of 32")
+        if not v.use_sigmoid and detector != "retinanet":
             raise ValueError("use_sigmoid: false is supported for retinanet only; "
                              "ATSS and FCOS heads classify with sigmoids")
         return v

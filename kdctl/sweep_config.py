@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdctl.metrics import LOGGED_METRICS
+
 # sweep parameter name -> (spec section, field)
 SWEEPABLE: dict[str, tuple[str, str]] = {
     "lr": ("optimizer", "lr"),
@@ -21,11 +23,6 @@ SWEEPABLE: dict[str, tuple[str, str]] = {
     "batch_size": ("schedule", "batch_size"),
 }
 
-# the validation metrics kdctl logs after each validation (mmdet's CocoMetric, prefix val)
-LOGGED_METRICS = [
-    f"val/bbox_{k}" for k in
-    ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
-]
 
 METHODS = ("grid", "random", "bayes")
 

@@ -7,8 +7,12 @@ metrics.json. Nothing heavy is imported before the checks pass.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,17 +92,41 @@ def prepare_run(spec: Spec, role: str, teacher_ckpt: str | None = None,
     return run
 
 
-def _quiet_console_logger(runner: Any, verbose: bool) -> None:
-    """MMEngine logs to the run's log file; the terminal gets the rich display instead."""
+@contextlib.contextmanager
+def quiet_stdout(verbose: bool) -> Iterator[None]:
+    """Keep MMEngine's INFO lines and pycocotools' prints out of the terminal (the run's
+    log file has them all); the rich display and warnings still reach it."""
+    if verbose:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def build_quiet_runner(cfg: Any, verbose: bool) -> Any:
+    """MMEngine's Runner, whose console handler shows only warnings unless verbose."""
+    from mmengine.runner import Runner  # noqa: PLC0415
+
+    real_stdout = sys.stdout
+    with quiet_stdout(verbose):
+        runner = Runner.from_cfg(cfg)
     for handler in runner.logger.handlers:
         if type(handler) is logging.StreamHandler:
+            handler.setStream(real_stdout)
             handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+            handler.addFilter(_no_empty_results_error)
+    return runner
+
+
+def _no_empty_results_error(record: logging.LogRecord) -> bool:
+    # CocoMetric logs an ERROR when nothing is detected above the score threshold, which
+    # is normal early in training; kdctl records it as mAP 0 (kdctl.metrics.complete)
+    return "results of the whole dataset is empty" not in record.getMessage()
 
 
 def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
                  verbose: bool = False, progress: bool = True) -> Any:
     from mmengine.config import Config  # noqa: PLC0415
-    from mmengine.runner import Runner  # noqa: PLC0415
 
     from kdctl.hooks import MetricsHook, ProgressHook  # noqa: PLC0415
     from kdctl.tracking import wandb_backend, wandb_mode  # noqa: PLC0415
@@ -114,11 +142,12 @@ def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = Fals
     if backend:
         cfg.visualizer.vis_backends = list(cfg.visualizer.vis_backends) + [backend]
 
-    runner = Runner.from_cfg(cfg)
-    _quiet_console_logger(runner, verbose)
+    runner = build_quiet_runner(cfg, verbose)
     runner.register_hook(MetricsHook(Path(run.run_dir), run.role))
     if progress:
-        runner.register_hook(ProgressHook(f"{run.role} {run.run_name}", console))
+        # bound to the real stdout: training runs inside quiet_stdout
+        bound = Console(file=sys.stdout, force_terminal=console.is_terminal)
+        runner.register_hook(ProgressHook(f"{run.role} {run.run_name}", bound))
     return runner
 
 
@@ -131,7 +160,8 @@ def train_run(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
     run.state = "running"
     run.save()
     try:
-        runner.train()
+        with quiet_stdout(verbose):
+            runner.train()
     except BaseException:
         run.state = "failed"
         run.save()
@@ -144,8 +174,6 @@ def train_run(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
 
 
 def _finish_wandb() -> None:
-    import sys  # noqa: PLC0415
-
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()

@@ -26,7 +26,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_spec_dict(data_root: Path, work_dir: Path, **sections: Any) -> dict[str, Any]:
     """A spec small enough to train in seconds on 2 CPU cores."""
     small = dict(detector="atss", num_levels=3, neck_channels=16,
-                 head=dict(feat_channels=16, stacked_convs=1, anchor_scale=4))
+                 head=dict(feat_channels=32, stacked_convs=1, anchor_scale=4))
     spec = dict(
         name="tiny",
         data=dict(train_ann=str(data_root / "annotations/train.json"),

@@ -231,8 +231,12 @@ def test_atss_detector_computes_losses() -> None:
     import mmdet.models  # noqa: F401  (registers ATSS, FPN, the head and its task utils)
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
+    from mmengine.registry import DefaultScope
 
-    detector = MODELS.build(_atss_config("lite0"))
+    # mmengine's BaseModel builds the data_preprocessor from its own registry; the default
+    # scope (set by rendered configs) redirects that lookup to mmdet's.
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        detector = MODELS.build(_atss_config("lite0"))
     detector.init_weights()
     detector.train()
 

@@ -5,3 +5,4 @@ Importing this package registers them; rendered configs do it through
 """
 
 from . import efficientnet_lite  # noqa: F401
+from . import kd_detector  # noqa: F401

@@ -126,6 +126,15 @@ class KDSingleStageDetector(SingleStageDetector):
         self.teacher_model.train(False)
         return self
 
+    def _teacher_inputs(self, student_inputs: Tensor) -> Tensor:
+        """Re-normalise the student's input for the teacher when their backbones expect
+        different mean/std (e.g. an EfficientNet-Lite teacher and a ResNet student)."""
+        s, t = self.data_preprocessor, self.teacher_model.data_preprocessor
+        if not getattr(s, "_enable_normalize", False) or (
+                torch.equal(s.mean, t.mean) and torch.equal(s.std, t.std)):
+            return student_inputs
+        return (student_inputs * s.std + s.mean - t.mean) / t.std
+
     def loss(self, batch_inputs: Tensor, batch_data_samples: list) -> dict[str, Tensor]:
         student_feats = self.extract_feat(batch_inputs)
         outs = self.bbox_head(student_feats)
@@ -133,7 +142,7 @@ class KDSingleStageDetector(SingleStageDetector):
         losses = self.bbox_head.loss_by_feat(*outs, gt_instances, img_metas, gt_ignore)
 
         with torch.no_grad():
-            teacher_feats = self.teacher_model.extract_feat(batch_inputs)
+            teacher_feats = self.teacher_model.extract_feat(self._teacher_inputs(batch_inputs))
             teacher_scores = cls_logits(self.teacher_model.bbox_head, teacher_feats)
 
         channels = self.bbox_head.cls_out_channels
