@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,6 +20,10 @@ data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="experiment spec (YAML)")]
+ResumeOpt = Annotated[bool, typer.Option(help="continue the newest interrupted run of this "
+                                              "kind from its last checkpoint")]
+FromOpt = Annotated[Optional[Path], typer.Option(
+    "--from", help="with --resume: the run folder or checkpoint to continue")]
 DEFAULT_SPEC = Path("kdctl.yaml")
 _state = {"verbose": False}
 
@@ -60,12 +65,14 @@ def validate(spec: SpecOpt = DEFAULT_SPEC,
              data: Annotated[bool, typer.Option(help="also check annotations and image "
                                                      "files")] = True) -> None:
     """Check a spec (and its data) and print a summary."""
-    from kdctl.preflight import check_data  # noqa: PLC0415
+    from kdctl.preflight import check_data, spec_warnings  # noqa: PLC0415
     from kdctl.starter import summary_rows  # noqa: PLC0415
 
     s = _load(spec)
     if data:
-        check_data(s, None, console)
+        check_data(s, console)
+    for note in spec_warnings(s):
+        console.print(f"[yellow]warning[/] {note}")
     console.print(table(f"{spec}: valid", ["section", "value"], summary_rows(s)))
 
 
@@ -103,26 +110,37 @@ def data_deepforest(
     console.print(table(f"DeepForest tiles in {summary.root}", ["", ""], summary.rows()))
 
 
-@app.command("train-teacher")
-def train_teacher(spec: SpecOpt = DEFAULT_SPEC,
-                  epochs: Annotated[Optional[int], typer.Option(min=1)] = None) -> None:
-    """Train the teacher."""
+def _train_or_resume(spec: Path, role: str, updates: dict, resume: bool,
+                     from_: Optional[Path]) -> None:
+    from kdctl.train import resume as resume_run  # noqa: PLC0415
     from kdctl.train import train  # noqa: PLC0415
 
-    s = _override(_load(spec), {"schedule.teacher_epochs": epochs})
-    result = train(s, "teacher", console=console, verbose=_state["verbose"])
-    console.print(f"teacher checkpoint: [cyan]{result.checkpoint}")
+    s = _load(spec)
+    if resume:
+        result = resume_run(Path(s.runtime.work_dir), role, from_, console=console,
+                            verbose=_state["verbose"])
+    else:
+        if from_ is not None:
+            raise KdctlError("--from only goes with --resume", field="--from")
+        result = train(_override(s, updates), role, console=console,
+                       verbose=_state["verbose"])
+    console.print(f"{role} checkpoint: [cyan]{result.checkpoint}")
+
+
+@app.command("train-teacher")
+def train_teacher(spec: SpecOpt = DEFAULT_SPEC,
+                  epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+                  resume: ResumeOpt = False, from_: FromOpt = None) -> None:
+    """Train the teacher."""
+    _train_or_resume(spec, "teacher", {"schedule.teacher_epochs": epochs}, resume, from_)
 
 
 @app.command("train-student")
 def train_student(spec: SpecOpt = DEFAULT_SPEC,
-                  epochs: Annotated[Optional[int], typer.Option(min=1)] = None) -> None:
+                  epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+                  resume: ResumeOpt = False, from_: FromOpt = None) -> None:
     """Train the plain student: the baseline that distillation is measured against."""
-    from kdctl.train import train  # noqa: PLC0415
-
-    s = _override(_load(spec), {"schedule.epochs": epochs})
-    result = train(s, "student", console=console, verbose=_state["verbose"])
-    console.print(f"student checkpoint: [cyan]{result.checkpoint}")
+    _train_or_resume(spec, "student", {"schedule.epochs": epochs}, resume, from_)
 
 
 @app.command()
@@ -135,36 +153,94 @@ def distill(
     lr: Annotated[Optional[float], typer.Option()] = None,
     weight_decay: Annotated[Optional[float], typer.Option()] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    resume: ResumeOpt = False,
+    from_: FromOpt = None,
 ) -> None:
     """Train the student against the frozen teacher."""
-    from kdctl.train import train  # noqa: PLC0415
-
-    s = _override(_load(spec), {
+    _train_or_resume(spec, "distill", {
         "distill.temperature": temp, "distill.weight": weight, "optimizer.lr": lr,
         "optimizer.weight_decay": weight_decay, "schedule.epochs": epochs,
-        "teacher.checkpoint": str(teacher) if teacher else None})
-    result = train(s, "distill", console=console, verbose=_state["verbose"])
-    console.print(f"distilled student checkpoint: [cyan]{result.checkpoint}")
+        "teacher.checkpoint": str(teacher) if teacher else None}, resume, from_)
+
+
+@app.command()
+def sweep(
+    spec: SpecOpt = DEFAULT_SPEC,
+    count: Annotated[int, typer.Option(min=1, help="trials this invocation runs")] = 20,
+    backend: Annotated[Optional[str], typer.Option(
+        help="local (W&B's engine, no server) or wandb (needs a W&B key); default: wandb "
+             "when a key is configured, else local")] = None,
+    agents: Annotated[int, typer.Option(min=1, help="trials at once (one per GPU where "
+                                                    "there are GPUs)")] = 1,
+    resume: Annotated[Optional[str], typer.Option(help="SWEEP_ID to continue")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="trained teacher checkpoint "
+                                                         "(default: teacher.checkpoint)")] = None,
+) -> None:
+    """Search the spec's sweep section: distil one student per trial from one teacher."""
+    from kdctl.sweep import run_sweep  # noqa: PLC0415
+
+    run_sweep(_load(spec), spec, count, backend=backend, agents=agents, resume=resume,
+              teacher=str(teacher) if teacher else None, console=console,
+              verbose=_state["verbose"])
 
 
 @app.command("eval")
 def eval_(spec: SpecOpt = DEFAULT_SPEC,
           runs: Annotated[Optional[list[Path]], typer.Argument(
-              help="run folders (default: the newest of each role)")] = None) -> None:
-    """Evaluate teacher, plain student and distilled student; print the KD gain."""
-    from kdctl.evaluate import evaluate, table_rows  # noqa: PLC0415
+              metavar="[RUN_OR_CKPT]...", help="run folders or checkpoints inside them "
+              "(default: the newest finished run of each role)")] = None,
+          seeds: Annotated[bool, typer.Option(
+              "--seeds", help="the newest finished run of each role and seed: mean and "
+              "spread over seeds")] = False,
+          json_: Annotated[bool, typer.Option("--json", help="print only the report's "
+                                                              "JSON")] = False) -> None:
+    """Evaluate teacher, plain and distilled student; write the KD-gain report."""
+    import json  # noqa: PLC0415
 
-    summary = evaluate(_load(spec), runs, console=console)
-    _print_eval(summary)
+    from rich.console import Console  # noqa: PLC0415
+
+    from kdctl.evaluate import evaluate  # noqa: PLC0415
+
+    progress = Console(stderr=True, quiet=json_)
+    # with --json, stdout carries the JSON alone: library warnings go to stderr
+    with contextlib.redirect_stdout(sys.stderr) if json_ else contextlib.nullcontext():
+        report = evaluate(_load(spec), runs, seeds=seeds, console=progress)
+    if json_:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print_eval(report)
 
 
-def _print_eval(summary: dict) -> None:
-    from kdctl.evaluate import table_rows  # noqa: PLC0415
+def _print_eval(report: dict) -> None:
+    from kdctl.report.tables import all_tables  # noqa: PLC0415
 
-    console.print(table("COCO bbox metrics on the val set",
-                        ["model", "run", "params", "mAP", "mAP_50", "mAP_75"],
-                        table_rows(summary)))
-    console.print(f"numbers: {summary['path']}")
+    for title, columns, rows in all_tables(report):
+        console.print(table(title, columns, rows))
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning[/] {warning}")
+    console.print(f"[bold]{report['verdict']}")
+    console.print(f"report: {report['paths']['html']} (also report.md, report.json, plots/)")
+    if report.get("wandb"):
+        console.print(f"W&B: {report['wandb']}")
+
+
+@app.command()
+def export(run: Annotated[Path, typer.Argument(help="a distilled (or plain) student run "
+                                                     "folder")],
+           out: Annotated[Optional[Path], typer.Option(help="folder (default: "
+                                                            "RUN/export)")] = None,
+           checkpoint: Annotated[Optional[Path], typer.Option(
+               help="checkpoint of the run to export (default: its last)")] = None) -> None:
+    """Write the student alone: a plain checkpoint and config for mmdet's test tool."""
+    from kdctl.export import export_student  # noqa: PLC0415
+
+    result = export_student(run, out, checkpoint)
+    console.print(f"checkpoint: [cyan]{result.checkpoint}[/] "
+                  f"({result.size_bytes / 1e6:.1f} MB; the training checkpoint is "
+                  f"{result.source_size_bytes / 1e6:.1f} MB)", soft_wrap=True)
+    console.print(f"config:     [cyan]{result.config}", soft_wrap=True)
+    console.print(f"test it in mmdetection: python tools/test.py {result.config} "
+                  f"{result.checkpoint}", soft_wrap=True)
 
 
 @app.command()
@@ -177,6 +253,23 @@ def demo(out: Annotated[Path, typer.Option(help="demo folder")] = Path("kdctl-de
     summary = run_demo(out, quick=quick, seed=seed, console=console,
                        verbose=_state["verbose"])
     _print_eval(summary)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the installed stack (torch, numpy, mmcv, mmengine, mmdet) for conflicts."""
+    from kdctl.doctor import (build_record, diagnose, import_check,  # noqa: PLC0415
+                              installed_versions)
+
+    versions, record = installed_versions(), build_record()
+    console.print(table("installed", ["package", "version", "mmcv built against"],
+                        [(k, v, record.get(k, "")) for k, v in versions.items()]))
+    findings = diagnose(versions, record, import_check())
+    for f in findings:
+        console.print(f"[red]problem[/] {f}")
+    if findings:
+        raise typer.Exit(1)
+    console.print("[green]no conflicts found")
 
 
 def main() -> None:

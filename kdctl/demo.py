@@ -83,4 +83,7 @@ def run_demo(demo_dir: Path, quick: bool = False, seed: int = 0,
     distilled = train(spec, "distill", teacher_ckpt=str(teacher.checkpoint), console=console,
                       verbose=verbose)
     runs = [Path(r.run.run_dir) for r in (teacher, student, distilled)]
-    return evaluate(spec, runs, console=console)
+    report = evaluate(spec, runs, console=console)
+    console.print(f"KD-gain report: {Path(report['path']).parent} (report.html, report.md, "
+                  "report.json, plots/)")
+    return report

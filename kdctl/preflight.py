@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from kdctl.data.coco_checks import CocoCheckResult, check_coco, write_coco
 from kdctl.errors import SpecError
@@ -34,24 +35,37 @@ def check_splits(spec: Spec) -> dict[str, CocoCheckResult]:
     return results
 
 
-def check_data(spec: Spec, out_dir: Path | None, console: Console) -> dict[str, str]:
-    """Check every split; return `{split}_ann` overrides pointing at cleaned copies.
-
-    Raises SpecError listing every data error. With `out_dir` None nothing is written.
-    """
+def check_data(spec: Spec, console: Console) -> dict[str, CocoCheckResult]:
+    """Check every split; raise one SpecError listing every data error, print warnings."""
     results = check_splits(spec)
     errors = [e for r in results.values() for e in r.errors]
     if errors:
         raise SpecError(errors, source="data")
-
-    overrides = {}
     for split, result in results.items():
         for warning in result.warnings:
-            console.print(f"[yellow]warning[/] data.{split}_ann: {warning}")
+            console.print(f"[yellow]warning[/] data.{split}_ann: {escape(warning)}")
+    return results
+
+
+def write_cleaned(results: dict[str, CocoCheckResult], out_dir: Path,
+                  console: Console) -> dict[str, str]:
+    """Write the repaired copy of each split that needed repairs into `out_dir/data/`;
+    return `{split}_ann` overrides pointing at them."""
+    overrides = {}
+    for split, result in results.items():
         original = json.loads(Path(result.ann_file).read_text())
-        if result.data != original and out_dir is not None:
+        if result.data != original:
             cleaned = out_dir / "data" / f"{split}.json"
             write_coco(result.data, cleaned)
             overrides[f"{split}_ann"] = str(cleaned)
-            console.print(f"data.{split}_ann: training on the cleaned copy {cleaned}")
+            console.print(f"data.{split}_ann: training on the repaired copy {cleaned}")
     return overrides
+
+
+def spec_warnings(spec: Spec, role: str | None = None) -> list[str]:
+    """Legal settings that are probably not what the user meant."""
+    notes = []
+    if spec.distill.weight == 0 and role in (None, "distill"):
+        notes.append("distill.weight: 0 turns the logit KD loss off; the distilled student "
+                     "will train like the plain student")
+    return notes

@@ -362,7 +362,8 @@ def cross_section_problems(sections: dict[str, Any], failed: set[str]) -> list[s
     if "sweep" in sections and sections["sweep"] is not None:
         from kdctl.sweep_config import sweep_problems  # noqa: PLC0415 (keeps import light)
 
-        problems.extend(sweep_problems(sections["sweep"]))
+        schedule = None if "schedule" in failed else sections.get("schedule", ScheduleSpec())
+        problems.extend(sweep_problems(sections["sweep"], schedule))
     return problems
 
 

@@ -64,9 +64,11 @@ def prepare_run(spec: Spec, role: str, teacher_ckpt: str | None = None,
                 console: Console | None = None, sweep_id: str | None = None,
                 overrides: dict[str, Any] | None = None) -> RunInfo:
     """Check everything, then create the run folder with its spec and rendered config."""
-    from kdctl.models.kd_detector import file_sha256  # noqa: PLC0415
-    from kdctl.preflight import check_data  # noqa: PLC0415
+    from kdctl.doctor import require_healthy_environment  # noqa: PLC0415
+    from kdctl.preflight import check_data, spec_warnings, write_cleaned  # noqa: PLC0415
 
+    console = console or Console()
+    require_healthy_environment()
     teacher_ckpt = teacher_ckpt or (spec.teacher.checkpoint if role == "distill" else None)
     if role == "distill" and not teacher_ckpt:
         raise KdctlError("distillation needs a trained teacher: pass --teacher CKPT or set "
@@ -75,8 +77,14 @@ def prepare_run(spec: Spec, role: str, teacher_ckpt: str | None = None,
     if teacher_ckpt and not Path(teacher_ckpt).is_file():
         raise KdctlError(f"file not found: {teacher_ckpt}", field="teacher.checkpoint")
 
+    checked = check_data(spec, console)
+    for note in spec_warnings(spec, role):
+        console.print(f"[yellow]warning[/] {note}")
+
+    from kdctl.models.kd_detector import file_sha256  # noqa: PLC0415
+
     run_dir, code = create_run_dir(Path(spec.runtime.work_dir))
-    data_override = check_data(spec, run_dir, console or Console())
+    data_override = write_cleaned(checked, run_dir, console)
     run = RunInfo(role=role, model=model_name(spec, role), code=code, run_dir=str(run_dir),
                   spec_name=spec.name, seed=spec.runtime.seed, sweep_id=sweep_id,
                   overrides=overrides or {})
@@ -125,7 +133,8 @@ def _no_empty_results_error(record: logging.LogRecord) -> bool:
 
 
 def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
-                 verbose: bool = False, progress: bool = True) -> Any:
+                 verbose: bool = False, progress: bool = True,
+                 checkpoint: Path | None = None) -> Any:
     from mmengine.config import Config  # noqa: PLC0415
 
     from kdctl.hooks import MetricsHook, ProgressHook  # noqa: PLC0415
@@ -135,6 +144,10 @@ def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = Fals
     cfg.work_dir = run.run_dir
     cfg.experiment_name = run.run_name
     cfg.resume = resume
+    if resume and checkpoint is not None:
+        from kdctl.models.checkpoint_io import run_checkpoint_uri  # noqa: PLC0415
+
+        cfg.load_from = run_checkpoint_uri(checkpoint)
     mode, note = wandb_mode(spec)
     if note:
         console.print(f"[yellow]tracking.mode: {note}")
@@ -152,9 +165,11 @@ def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = Fals
 
 
 def train_run(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
-              verbose: bool = False, extra_hooks: list[Any] | None = None) -> TrainResult:
+              verbose: bool = False, extra_hooks: list[Any] | None = None,
+              checkpoint: Path | None = None, progress: bool = True) -> TrainResult:
     resolve_device(spec.runtime.device)
-    runner = build_runner(spec, run, console, resume=resume, verbose=verbose)
+    runner = build_runner(spec, run, console, resume=resume, verbose=verbose,
+                          progress=progress, checkpoint=checkpoint)
     for hook in extra_hooks or []:
         runner.register_hook(hook)
     run.state = "running"
@@ -185,3 +200,75 @@ def train(spec: Spec, role: str, teacher_ckpt: str | None = None,
     run = prepare_run(spec, role, teacher_ckpt, console)
     console.print(f"[bold]{role}[/] run [cyan]{run.run_name}[/] in {run.run_dir}")
     return train_run(spec, run, console, verbose=verbose)
+
+
+def _run_to_resume(work_dir: Path, role: str, target: Path | None) -> tuple[RunInfo, Path | None]:
+    """The run to continue and, when a checkpoint file was named, that checkpoint."""
+    from kdctl.runs import find_runs, load_run  # noqa: PLC0415
+
+    ckpt = None
+    if target is not None and target.is_file():
+        ckpt, target = target, target.parent
+    if target is not None:
+        run = load_run(target)
+    else:
+        unfinished = [r for r in find_runs(work_dir, role)
+                      if r.state != "finished" and r.sweep_id is None]
+        if not unfinished:
+            raise KdctlError(f"no unfinished {role} run in {work_dir} to resume; pass the run "
+                             "folder or checkpoint with --from")
+        run = unfinished[-1]
+    if run.role != role:
+        raise KdctlError(_role_mismatch(run, role), field="--resume")
+    return run, ckpt
+
+
+def _role_mismatch(run: RunInfo, role: str) -> str:
+    kinds = {"teacher": "teacher", "student": "plain student", "distill": "distilled student"}
+    text = f"{run.run_dir} is a {kinds[run.role]} run, not a {kinds[role]} run."
+    if role == "distill" and run.role == "student":
+        text += (" A distillation run resumes from its own checkpoints, which continue the "
+                 "same student against the same teacher, temperature and KD weight; a plain "
+                 "student checkpoint records none of them. Resume it with `kdctl "
+                 "train-student --resume`, or start a distillation with `kdctl distill`")
+    else:
+        command = {"teacher": "train-teacher", "student": "train-student",
+                   "distill": "distill"}[run.role]
+        text += f" Resume it with `kdctl {command} --resume --from {run.run_dir}`"
+    return text
+
+
+def check_teacher_unchanged(run: RunInfo) -> None:
+    """The teacher is reloaded from its own file, which must be the one the run started with."""
+    from kdctl.models.kd_detector import file_sha256  # noqa: PLC0415
+
+    if not run.teacher_ckpt:
+        return
+    if not Path(run.teacher_ckpt).is_file():
+        raise KdctlError(f"the run's teacher {run.teacher_ckpt} is gone; restore it to resume",
+                         field="teacher.checkpoint")
+    digest = file_sha256(run.teacher_ckpt)
+    if digest != run.teacher_sha256:
+        raise KdctlError(f"{run.teacher_ckpt} changed since the run started (sha256 "
+                         f"{digest[:12]} now, {str(run.teacher_sha256)[:12]} then); restore "
+                         "that teacher, or start a new run with `kdctl distill`",
+                         field="teacher.checkpoint")
+
+
+def resume(work_dir: Path, role: str, target: Path | None = None,
+           console: Console | None = None, verbose: bool = False,
+           extra_hooks: list[Any] | None = None) -> TrainResult:
+    """Continue an interrupted run in its own folder, from its last checkpoint."""
+    from kdctl.doctor import require_healthy_environment  # noqa: PLC0415
+    from kdctl.spec import load_spec  # noqa: PLC0415
+
+    console = console or Console()
+    require_healthy_environment()
+    run, ckpt = _run_to_resume(work_dir, role, target)
+    check_teacher_unchanged(run)
+    spec = load_spec(Path(run.run_dir) / "spec.yaml")
+    ckpt = ckpt or last_checkpoint(Path(run.run_dir))
+    console.print(f"resuming {role} run [cyan]{run.run_name}[/] from "
+                  f"{ckpt.name if ckpt else 'the start (no checkpoint yet)'}")
+    return train_run(spec, run, console, resume=ckpt is not None, verbose=verbose,
+                     extra_hooks=extra_hooks, checkpoint=ckpt)

@@ -43,6 +43,9 @@ if ! .venv/bin/python -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MM
     echo "== installing $(basename "$wheel")"
     $PIP install -q --no-deps "$wheel" 2>&1 | quiet
 fi
+# what mmcv's ops were built against, for `kdctl doctor` (the cache is keyed by torch)
+echo "{\"torch\": \"$TORCH_VERSION\", \"numpy\": \"1.x\", \"mmcv\": \"$MMCV_VERSION\"}" \
+    > .venv/kdctl-build.json
 
 echo "== kdctl and its pinned requirements"
 $PIP install -q -r requirements/base.txt 2>&1 | quiet
