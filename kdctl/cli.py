@@ -187,7 +187,7 @@ def sweep(
 @app.command("eval")
 def eval_(spec: SpecOpt = DEFAULT_SPEC,
           runs: Annotated[Optional[list[Path]], typer.Argument(
-              metavar="[RUN_OR_CKPT]...", help="run folders or checkpoints inside them "
+              metavar="RUN_OR_CKPT", help="run folders or checkpoints inside them "
               "(default: the newest finished run of each role)")] = None,
           seeds: Annotated[bool, typer.Option(
               "--seeds", help="the newest finished run of each role and seed: mean and "

@@ -66,7 +66,8 @@ def run_sweep(spec: Spec, spec_path: Path, count: int, backend: str | None = Non
     teacher_ckpt = _teacher(spec, teacher)
     _check_data_once(spec, console)
 
-    store = open_or_create(spec, teacher_ckpt, backend, resume)
+    sweep_id = _create_wandb_sweep(spec) if backend == "wandb" and resume is None else None
+    store = open_or_create(spec, teacher_ckpt, backend, resume, sweep_id)
     interrupted = store.mark_interrupted()
     if interrupted:
         console.print(f"[yellow]trials {interrupted} were interrupted: marked failed (not "
@@ -96,6 +97,14 @@ def resolve_backend(spec: Spec, backend: str | None) -> str:
                          f"tracking.mode is {spec.tracking.mode}; set it to auto or online, "
                          "or use --backend local", field="tracking.mode")
     return backend
+
+
+def _create_wandb_sweep(spec: Spec) -> str:
+    """The sweep on the W&B server; its id names the local folder that mirrors it."""
+    import wandb  # noqa: PLC0415
+
+    return wandb.sweep(sweep=spec.sweep, project=spec.tracking.project,
+                       entity=spec.tracking.entity)
 
 
 def _teacher(spec: Spec, teacher: str | None) -> str:
@@ -190,8 +199,8 @@ def plan_line(spec: Spec, record: SweepRecord, count: int, agents: int) -> str:
     total = min(total, cap) if cap else total
     line = (f"sweep [cyan]{record.sweep_id}[/] ({record.backend}, "
             f"{record.config['method']} over {', '.join(record.config['parameters'])}): "
-            f"{min(count, total - before)} trials now on {agents} agent(s), {before} before "
-            f"-> {total} trials in total{capped}")
+            f"{_n(min(count, total - before), 'trial')} now on {_n(agents, 'agent')}, "
+            f"{before} before -> {_n(total, 'trial')} in total{capped}")
     if record.config["method"] == "grid":
         line += " (fewer when the grid is exhausted)"
     et = record.config.get("early_terminate")
@@ -201,6 +210,10 @@ def plan_line(spec: Spec, record: SweepRecord, count: int, agents: int) -> str:
         line += (f"; hyperband compares trials at validations {bands} of {n_val} "
                  f"(eta {et.get('eta', 3)})")
     return line
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _run_agents(spec: Spec, store: SweepStore, count: int, agents: int, backend: str,

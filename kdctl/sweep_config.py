@@ -10,6 +10,7 @@ bands that a trial reaches.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -75,10 +76,18 @@ def _key_problems(sweep: dict[str, Any]) -> list[str]:
             for key in sweep if key not in KEYS]
 
 
+def _import_engine() -> None:
+    """Import `sweeps` once, without the warning its pydantic-v1 style config raises."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps  # noqa: F401, PLC0415 (slow import: scipy, sklearn)
+
+
 def _schema_problems(sweep: dict[str, Any]) -> list[str]:
     """The schema's violations with their field path; method, metric name and parameters
     are reported by kdctl's own checks, with the allowed values listed."""
-    from sweeps.config.schema import validator  # noqa: PLC0415 (slow import)
+    _import_engine()
+    from sweeps.config.schema import validator  # noqa: PLC0415
 
     problems = []
     for error in validator.iter_errors(sweep):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from kdctl.console import fmt
@@ -19,22 +20,27 @@ _DISTILL_OPTIONS = {"lr": "--lr", "weight_decay": "--weight-decay", "temperature
 
 
 def trials_table(record: SweepRecord, default_epochs: int) -> Table:
-    """One row per trial: values, best metric so far, state, epochs run, early stop."""
+    """One row per trial: values, best metric so far, state (stopped early or not),
+    epochs run."""
     names = list(record.config["parameters"])
+    model = next((tr.run_name.rsplit("_", 1)[0] for tr in record.trials if tr.run_name), "")
     t = Table(title=f"sweep {record.sweep_id} ({record.config['method']}, "
-              f"{record.backend}): {len(record.trials)} trials", title_justify="left")
-    for col in ["#", "run", *names, f"best {record.metric}", "state", "epochs", "stopped"]:
-        t.add_column(col, justify="left" if col in ("run", "state") else "right")
+              f"{record.backend}): {len(record.trials)} trials, runs {model}_<code>",
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    short = record.metric.removeprefix("val/bbox_")
+    widths = {**{n: len(n) for n in names}, "state": 8, "epochs": 6, "#": 2}
+    for col in ["#", "code", *names, f"best {short}", "state", "epochs"]:
+        t.add_column(col, justify="left" if col in ("code", "state") else "right",
+                     no_wrap=col != "state", min_width=widths.get(col))
     scores = [tr.best(record.metric) for tr in record.trials]
     best = max((s for s in scores if s is not None), default=None)
-    for tr in record.trials:
-        score = tr.best(record.metric)
-        shown = fmt(score) if score != best or score is None else f"[bold]{fmt(score)}"
+    for tr, score in zip(record.trials, scores):
+        shown = f"[bold]{fmt(score)}" if score is not None and score == best else fmt(score)
         style = _STATE_STYLE.get(tr.state, "")
         epochs = tr.params.get("epochs", default_epochs)
-        t.add_row(str(tr.index), tr.run_name or "-", *(_value(tr.params.get(n)) for n in names),
-                  shown, f"[{style}]{tr.state}", f"{tr.epochs_run}/{epochs}",
-                  "yes" if tr.state == "stopped_early" else "")
+        code = tr.run_name.rsplit("_", 1)[-1] if tr.run_name else "-"
+        t.add_row(str(tr.index), code, *(_value(tr.params.get(n)) for n in names),
+                  shown, f"[{style}]{tr.state.replace('_', ' ')}", f"{tr.epochs_run}/{epochs}")
     return t
 
 
