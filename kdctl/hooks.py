@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from rich.console import Console
 from rich.progress import (
@@ -94,6 +95,7 @@ class MetricsHook(Hook):
         self.role = role
         self.data: dict[str, Any] = {"role": role, "val": [], "train": [], "final": {}}
         self._window: dict[str, list[float]] = {}
+        self._last_iter = 0
         self._t0 = time.time()
 
     def before_train(self, runner: Any) -> None:
@@ -114,13 +116,14 @@ class MetricsHook(Hook):
                     f"Lower optimizer.lr or distill.weight, or keep optimizer.grad_clip on",
                     field="training")
             self._window.setdefault(name, []).append(value)
-        if (runner.iter + 1) % 5 == 0:
+        self._last_iter = runner.iter + 1  # the loop counts this iteration after the hooks
+        if self._last_iter % 5 == 0:
             self._flush_window(runner)
 
     def _flush_window(self, runner: Any) -> None:
         if not self._window:
             return
-        row = {"iter": runner.iter + 1, "epoch": runner.epoch + 1}
+        row = {"iter": self._last_iter, "epoch": runner.epoch + 1}
         row.update({k: sum(v) / len(v) for k, v in self._window.items()})
         self.data["train"].append(row)
         self._window = {}
@@ -129,7 +132,8 @@ class MetricsHook(Hook):
         self._flush_window(runner)
         self.data["epochs_done"] = runner.epoch + 1  # the loop counts it after this hook
         self.data["train_seconds"] = round(time.time() - self._t0, 1)
-        atomic_write_json(self.path, self.data)
+        if is_main_process():
+            atomic_write_json(self.path, self.data)
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
         row = {"epoch": runner.epoch, **complete(metrics)}
@@ -138,4 +142,5 @@ class MetricsHook(Hook):
         best = self.data.get("best", {})
         if row.get("val/bbox_mAP", -1) > best.get("val/bbox_mAP", -1):
             self.data["best"] = row
-        atomic_write_json(self.path, self.data)
+        if is_main_process():
+            atomic_write_json(self.path, self.data)

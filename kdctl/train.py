@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ def _no_empty_results_error(record: logging.LogRecord) -> bool:
 
 def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
                  verbose: bool = False, progress: bool = True,
-                 checkpoint: Path | None = None) -> Any:
+                 checkpoint: Path | None = None, launcher: str = "none") -> Any:
     from mmengine.config import Config  # noqa: PLC0415
 
     from kdctl.hooks import MetricsHook, ProgressHook  # noqa: PLC0415
@@ -144,6 +145,14 @@ def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = Fals
     cfg.work_dir = run.run_dir
     cfg.experiment_name = run.run_name
     cfg.resume = resume
+    cfg.launcher = launcher
+    if launcher != "none":
+        import torch  # noqa: PLC0415
+
+        cfg.env_cfg.dist_cfg = dict(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if not torch.cuda.is_available():  # DDP on CPU takes no device ids
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
+                                         broadcast_buffers=False)
     if resume and checkpoint is not None:
         from kdctl.models.checkpoint_io import run_checkpoint_uri  # noqa: PLC0415
 
@@ -167,7 +176,14 @@ def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = Fals
 def train_run(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
               verbose: bool = False, extra_hooks: list[Any] | None = None,
               checkpoint: Path | None = None, progress: bool = True) -> TrainResult:
-    resolve_device(spec.runtime.device)
+    device = resolve_device(spec.runtime.device)
+    if device == "cuda" and spec.runtime.gpus > 1:
+        if extra_hooks:
+            raise KdctlError("a run with its own hooks (a sweep trial) uses one GPU; set "
+                             "runtime.gpus: 1 and give the sweep --agents instead",
+                             field="runtime.gpus")
+        return train_distributed(run, console, spec.runtime.gpus, resume, checkpoint,
+                                 verbose)
     runner = build_runner(spec, run, console, resume=resume, verbose=verbose,
                           progress=progress, checkpoint=checkpoint)
     for hook in extra_hooks or []:
@@ -183,6 +199,34 @@ def train_run(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
         raise
     finally:
         _finish_wandb()
+    run.state = "finished"
+    run.save()
+    return TrainResult(run, last_checkpoint(Path(run.run_dir)), read_metrics(Path(run.run_dir)))
+
+
+def train_distributed(run: RunInfo, console: Console, nproc: int, resume: bool = False,
+                      checkpoint: Path | None = None, verbose: bool = False) -> TrainResult:
+    """One process per GPU through torchrun (gloo on CPU, which the tests use); each
+    process runs `kdctl.worker` on the same run folder. The batch size is per process."""
+    import torch  # noqa: PLC0415
+
+    if torch.cuda.is_available() and torch.cuda.device_count() < nproc:
+        raise KdctlError(f"{nproc} GPUs asked for, {torch.cuda.device_count()} visible; "
+                         "lower runtime.gpus", field="runtime.gpus")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "kdctl.worker", run.run_dir]
+    cmd += ["--resume"] if resume else []
+    cmd += ["--checkpoint", str(checkpoint)] if checkpoint else []
+    cmd += ["--verbose"] if verbose else []
+    console.print(f"launching {nproc} processes: {' '.join(cmd[2:])}")
+    run.state = "running"
+    run.save()
+    status = subprocess.run(cmd).returncode
+    if status != 0:
+        run.state = "failed"
+        run.save()
+        raise KdctlError(f"distributed training exited with status {status}; the log is in "
+                         f"{run.run_dir}", field="training")
     run.state = "finished"
     run.save()
     return TrainResult(run, last_checkpoint(Path(run.run_dir)), read_metrics(Path(run.run_dir)))

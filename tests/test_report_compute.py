@@ -87,6 +87,12 @@ def test_missing_values_and_roles() -> None:
     {"metric": {"name": "val/bbox_mAP"},
      "trials": [{"config": {"temperature": 2.0, "kd_weight": 0.5}, "value": 0.31},
                 {"config": {"temperature": 4.0, "kd_weight": 1.0}, "value": 0.33}]},
+    {"sweep_id": "abc", "metric": "val/bbox_mAP",  # the shape kdctl's sweeps write
+     "trials": [{"index": 0, "params": {"temperature": 2.0, "kd_weight": 0.5},
+                 "state": "finished", "history": [{"epoch": 1, "val/bbox_mAP": 0.2},
+                                                  {"epoch": 2, "val/bbox_mAP": 0.31}]},
+                {"index": 1, "params": {"temperature": 4.0, "kd_weight": 1.0},
+                 "state": "stopped_early", "history": [{"epoch": 1, "val/bbox_mAP": 0.33}]}]},
 ])
 def test_sweep_reader_is_tolerant(tmp_path: Path, content: object) -> None:
     path = tmp_path / "sweep.json"

@@ -15,7 +15,6 @@ report.html and plots/*.png, and logs them to W&B when tracking is on.
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from kdctl.report.summary import build_report
 from kdctl.runs import ROLE_TITLES
 from kdctl.spec import Spec
 
-log = logging.getLogger(__name__)
 
 
 def _label(m: ModelEval, results: dict[str, list[ModelEval]]) -> str:

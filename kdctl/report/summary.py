@@ -56,7 +56,7 @@ def sweeps(work_dir: Path) -> list[dict[str, Any]]:
     found = []
     for path in find_sweeps(work_dir):
         trials, metric = read_sweep(path)
-        if trials:
+        if any(t["metric"] is not None for t in trials):  # at least one trial scored
             found.append({"path": str(path), "name": path.parent.name, "metric": metric,
                           "trials": trials})
     return found

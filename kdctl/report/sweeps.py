@@ -3,7 +3,8 @@
 The sweep writer is its own module; this reader accepts the shapes a trial list
 reasonably takes (a list, or a dict with `trials`; parameters under `params`,
 `parameters`, `config` or `overrides`; the metric as a number or a dict under `best`,
-`best_metric`, `metric`, `value` or `score`) and skips what it cannot read, with a reason.
+`best_metric`, `metric`, `value` or `score`, or the best of a `history` of validation
+rows, as kdctl's sweeps write it) and skips what it cannot read, with a reason.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ def _metric_value(value: Any, metric: str) -> tuple[float | None, str]:
     return None, metric
 
 
-def read_trial(trial: Any) -> dict[str, Any] | None:
+def _best_of_history(history: Any, metric: str) -> float | None:
+    values = [row[metric] for row in history if isinstance(row, dict)
+              and isinstance(row.get(metric), (int, float))] if isinstance(history, list) else []
+    return float(max(values)) if values else None
+
+
+def read_trial(trial: Any, metric: str = DEFAULT_METRIC) -> dict[str, Any] | None:
     """{'params': {...}, 'metric': float | None, 'metric_name': str}, or None."""
     if not isinstance(trial, dict):
         return None
@@ -51,11 +58,27 @@ def read_trial(trial: Any) -> dict[str, Any] | None:
     if params is None:
         return None
     params = {k: v for k, v in params.items() if isinstance(v, (int, float, str))}
-    for key in (*_METRIC_KEYS, DEFAULT_METRIC):
+    for key in (*_METRIC_KEYS, metric):
         if key in trial:
-            value, name = _metric_value(trial[key], DEFAULT_METRIC)
+            value, name = _metric_value(trial[key], metric)
             return {"params": params, "metric": value, "metric_name": name}
-    return {"params": params, "metric": None, "metric_name": DEFAULT_METRIC}
+    # kdctl's own sweep.json: one history row per validation, the best is the trial's score
+    return {"params": params, "metric": _best_of_history(trial.get("history"), metric),
+            "metric_name": metric}
+
+
+def _metric_name(data: Any) -> str:
+    if not isinstance(data, dict):
+        return DEFAULT_METRIC
+    named = data.get("metric")
+    if isinstance(named, str):
+        return named
+    if isinstance(named, dict) and "name" in named:
+        return str(named["name"])
+    config = data.get("config")
+    if isinstance(config, dict) and isinstance(config.get("metric"), dict):
+        return str(config["metric"].get("name", DEFAULT_METRIC))
+    return DEFAULT_METRIC
 
 
 def read_sweep(path: Path) -> tuple[list[dict[str, Any]], str]:
@@ -70,11 +93,11 @@ def read_sweep(path: Path) -> tuple[list[dict[str, Any]], str]:
         log.warning("sweep file %s: expected a list of trials, got %s", path,
                     type(raw).__name__)
         return [], DEFAULT_METRIC
-    trials = [t for t in (read_trial(x) for x in raw) if t is not None]
+    metric = _metric_name(data)
+    trials = [t for t in (read_trial(x, metric) for x in raw) if t is not None]
     if len(trials) < len(raw):
         log.warning("sweep file %s: %d of %d trials had no parameters and were skipped",
                     path, len(raw) - len(trials), len(raw))
-    metric = trials[0]["metric_name"] if trials else DEFAULT_METRIC
-    if isinstance(data, dict) and isinstance(data.get("metric"), dict):
-        metric = str(data["metric"].get("name", metric))
+    if metric == DEFAULT_METRIC and trials:
+        metric = trials[0]["metric_name"]
     return trials, metric
