@@ -11,5 +11,6 @@ demo: setup
 demo-quick: setup
 	$(VENV)/kdctl demo --quick
 
-test: setup
+test:
+	bash scripts/setup.sh --test-deps
 	$(VENV)/python -m pytest

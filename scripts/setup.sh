@@ -5,6 +5,10 @@
 # (about 16 minutes on 2 cores). The built wheel is cached per torch version in
 # $KDCTL_WHEEL_CACHE (default ~/.cache/kdctl/wheels/torch-<version>), so a wheel built
 # for one torch is never installed beside another.
+#
+#   bash scripts/setup.sh              the runtime stack
+#   bash scripts/setup.sh --test-deps  also Debian's chromium, which the report's
+#                                      headless-browser test uses (apt, as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,3 +59,13 @@ $PIP install -q --no-deps "deepforest==2.1.0" 2>&1 | quiet
 $PIP install -q --no-deps --no-build-isolation -e . 2>&1 | quiet
 .venv/bin/python -c "import mmcv.ops, mmdet, torch; print('== ready: torch', torch.__version__,
     '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__)"
+
+if [ "${1:-}" = "--test-deps" ] && ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing chromium (Debian) for the report's browser test"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+            >/dev/null 2>&1 || echo "   could not install chromium; the browser test will skip"
+    else
+        echo "== chromium not found and apt unavailable: the report's browser test will skip"
+    fi
+fi
