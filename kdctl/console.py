@@ -35,7 +35,8 @@ def print_error(exc: KdctlError) -> None:
         for problem in exc.problems:
             err_console.print(f"  [red]-[/] {escape(problem)}", highlight=False, soft_wrap=True)
     else:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

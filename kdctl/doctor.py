@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -31,9 +32,10 @@ class Finding:
         return f"{self.name}: {self.problem}; fix: {self.fix}"
 
 
-def installed_versions() -> dict[str, str | None]:
+def installed_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions from package metadata (None when absent), without importing."""
     versions: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

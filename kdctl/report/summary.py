@@ -7,11 +7,11 @@ import platform
 import re
 import time
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from kdctl import __version__
+from kdctl.doctor import installed_versions
 from kdctl.coco_eval import METRICS
 from kdctl.evaluate import ModelEval
 from kdctl.report.compute import summarize
@@ -25,11 +25,7 @@ PACKAGES = ("torch", "mmcv", "mmdet", "mmengine", "pycocotools", "numpy", "matpl
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version(),
                                        "kdctl": __version__}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions.update(installed_versions(PACKAGES))
     return versions
 
 
