@@ -163,6 +163,9 @@ class DistillSpec(StrictModel):
     weight: float = Field(0.5, ge=0, description="weight of the logit KD loss")
     losses: list[Literal["logit", "feature"]] = Field(["logit"], min_length=1)
     logit_loss: Literal["auto", "sigmoid_kl", "softmax_kl"] = "auto"
+    normalize: Literal["teacher_fg", "locations"] = Field(
+        "teacher_fg", description="divide the summed KL by the teacher's soft foreground "
+        "count (like the focal loss's positives) or average it over all locations")
     feature_weight: float = Field(1.0, ge=0)
 
 

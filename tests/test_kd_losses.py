@@ -71,12 +71,26 @@ def test_losses_are_float32_under_half_inputs() -> None:
     assert softmax_kl(s, t, 4.0).dtype == torch.float32
 
 
-def test_logit_kd_reduction_is_mean_over_locations_of_class_sum() -> None:
+def test_logit_kd_reductions() -> None:
     s = torch.randn(2, 6, 3, 3)  # 2 anchors x 3 classes per location
     t = torch.randn(2, 6, 3, 3)
     flat_s = s.permute(0, 2, 3, 1).reshape(-1, 3)
     flat_t = t.permute(0, 2, 3, 1).reshape(-1, 3)
-    expected = sigmoid_kl(flat_s, flat_t, 2.0).sum(-1).mean()
-    got = logit_kd_loss([s], [t], 3, 2.0, "sigmoid_kl")
-    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    kl = sigmoid_kl(flat_s, flat_t, 2.0).sum(-1)
     assert flat_s.shape[0] == 2 * 3 * 3 * 2
+    got = logit_kd_loss([s], [t], 3, 2.0, "sigmoid_kl", normalize="locations")
+    assert got.item() == pytest.approx(kl.mean().item(), rel=1e-6)
+    # default: KL sum over the teacher's soft foreground count (its top class probability)
+    fg = torch.sigmoid(flat_t).max(-1).values.sum()
+    got = logit_kd_loss([s], [t], 3, 2.0, "sigmoid_kl")
+    assert got.item() == pytest.approx((kl.sum() / fg).item(), rel=1e-6)
+
+
+def test_teacher_foreground_count_is_at_least_one_per_image() -> None:
+    s = torch.zeros(2, 1, 4, 4)
+    t = torch.full((2, 1, 4, 4), -30.0)  # a teacher that sees nothing
+    s[0, 0, 0, 0] = 5.0
+    got = logit_kd_loss([s], [t], 1, 1.0, "sigmoid_kl")
+    kl = sigmoid_kl(s.permute(0, 2, 3, 1).reshape(-1, 1), t.permute(0, 2, 3, 1).reshape(-1, 1),
+                    1.0).sum()
+    assert got.item() == pytest.approx(kl.item() / 2, rel=1e-5)

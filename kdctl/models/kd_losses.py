@@ -51,16 +51,34 @@ def flatten_levels(cls_scores: list[Tensor], channels: int) -> Tensor:
     return torch.cat(flat, dim=0)
 
 
+def teacher_foreground(teacher_logits: Tensor, kind: str, num_images: int) -> Tensor:
+    """How many locations the teacher calls foreground, softly: the sum over locations of
+    its top class probability at T=1 (for softmax heads, 1 - background probability),
+    at least one per image. It plays the role of the focal loss's number of positives."""
+    t = teacher_logits.float()
+    if kind == "sigmoid_kl":
+        fg = torch.sigmoid(t).max(dim=-1).values
+    else:
+        fg = 1 - torch.softmax(t, dim=-1)[..., -1]  # mmdet puts background last
+    return fg.sum().clamp(min=float(num_images))
+
+
 def logit_kd_loss(student_scores: list[Tensor], teacher_scores: list[Tensor],
-                  channels: int, temperature: float, kind: str) -> Tensor:
-    """Mean over anchor locations of the KL summed over classes."""
+                  channels: int, temperature: float, kind: str,
+                  normalize: str = "teacher_fg") -> Tensor:
+    """KL summed over classes and locations, divided by the teacher's soft foreground
+    count (`normalize="teacher_fg"`, the scale of the task's focal loss) or averaged over
+    locations (`normalize="locations"`, much weaker on sparse scenes)."""
     if kind not in LOGIT_LOSSES:
         raise ValueError(f"logit loss must be one of {LOGIT_LOSSES}, got {kind!r}")
     s = flatten_levels(student_scores, channels)
     t = flatten_levels(teacher_scores, channels)
-    if kind == "sigmoid_kl":
-        return sigmoid_kl(s, t, temperature).sum(-1).mean()
-    return softmax_kl(s, t, temperature).mean()
+    per_location = (sigmoid_kl(s, t, temperature).sum(-1) if kind == "sigmoid_kl"
+                    else softmax_kl(s, t, temperature))
+    if normalize == "locations":
+        return per_location.mean()
+    num_images = student_scores[0].shape[0]
+    return per_location.sum() / teacher_foreground(t, kind, num_images)
 
 
 def feature_kd_loss(student_feats: tuple[Tensor, ...],
