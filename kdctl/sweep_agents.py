@@ -127,7 +127,7 @@ def spawn_agents(spec: Spec, store: SweepStore, count: int, agents: int, backend
         args = (spec.model_dump(mode="json"), str(store.folder), quota, backend,
                 os.getpid(), verbose, str(log_file))
         proc = ctx.Process(target=agent_main, args=args, name=f"kdctl-agent-{k}")
-        with _cuda_devices(device):  # a spawned child inherits the environment
+        with _agent_env(device, agents):  # a spawned child inherits the environment
             proc.start()
         procs.append((proc, log_file))
     try:
@@ -145,19 +145,22 @@ def spawn_agents(spec: Spec, store: SweepStore, count: int, agents: int, backend
 
 
 @contextlib.contextmanager
-def _cuda_devices(device: str | None):  # noqa: ANN202
+def _agent_env(device: str | None, agents: int):  # noqa: ANN202
+    """One GPU per agent; on CPU, the cores shared out, since K agents each running torch
+    with every core's worth of threads slow each other down many times over."""
     if device is None:
-        yield
-        return
-    before = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = device
+        name, value = "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // agents))
+    else:
+        name, value = "CUDA_VISIBLE_DEVICES", device
+    before = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES")
+            os.environ.pop(name)
         else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = before
+            os.environ[name] = before
 
 
 def agent_main(spec_json: dict[str, Any], folder: str, count: int, backend: str,
