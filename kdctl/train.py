@@ -123,14 +123,22 @@ def build_quiet_runner(cfg: Any, verbose: bool) -> Any:
         if type(handler) is logging.StreamHandler:
             handler.setStream(real_stdout)
             handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
-            handler.addFilter(_no_empty_results_error)
+            handler.addFilter(_drop_noise)
     return runner
 
 
-def _no_empty_results_error(record: logging.LogRecord) -> bool:
+_NOISE = (
     # CocoMetric logs an ERROR when nothing is detected above the score threshold, which
     # is normal early in training; kdctl records it as mAP 0 (kdctl.metrics.complete)
-    return "results of the whole dataset is empty" not in record.getMessage()
+    "results of the whole dataset is empty",
+    # MMEngine's own deprecation notices about its internals (FileClient, backends)
+    "will be deprecated in future",
+)
+
+
+def _drop_noise(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(text in message for text in _NOISE)
 
 
 def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
