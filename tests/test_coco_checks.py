@@ -282,3 +282,16 @@ def test_write_coco_round_trips_and_leaves_no_temp(tmp_path: Path) -> None:
     write_coco(data, path)
     assert json.loads(path.read_text()) == data
     assert [p.name for p in path.parent.iterdir()] == ["clean.json"]
+
+
+def test_non_rgb_images_load_as_3_channel_8_bit(tmp_path: Path) -> None:
+    """What the rendered pipeline's LoadImageFromFile(color_type='color') gives for them."""
+    import numpy as np
+    from mmcv.transforms import LoadImageFromFile
+
+    load = LoadImageFromFile(color_type="color")
+    for name, mode in (("gray.png", "L"), ("deep.png", "I;16"), ("print.jpg", "CMYK")):
+        _image(tmp_path, name, mode=mode)
+        out = load(dict(img_path=str(tmp_path / name)))
+        assert out["img"].shape == (10, 20, 3), name
+        assert out["img"].dtype == np.uint8, name

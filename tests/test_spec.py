@@ -137,3 +137,14 @@ def test_init_writes_starter_that_refuses_overwrite(tmp_path: Path) -> None:
     forced = _kdctl("init", "--force", cwd=tmp_path)
     assert forced.returncode == 0
     assert len(list(tmp_path.glob("kdctl.yaml.*.bak"))) == 1
+
+
+def test_kd_weight_zero_is_allowed_with_a_warning(tiny_data: Path, tmp_path: Path) -> None:
+    from kdctl.preflight import spec_warnings
+
+    spec = load_spec(write_spec(tmp_path / "z.yaml", tiny_spec_dict(
+        tiny_data, tmp_path, distill=dict(weight=0.0))))
+    assert spec.distill.weight == 0.0
+    [note] = spec_warnings(spec, "distill")
+    assert note.startswith("distill.weight: 0 turns the logit KD loss off")
+    assert spec_warnings(spec, "teacher") == []
