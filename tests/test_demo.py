@@ -20,17 +20,18 @@ def test_demo_quick_runs_the_whole_chain(tmp_path: Path) -> None:
     assert all(r["state"] == "finished" for r in runs)
     assert runs[2]["teacher_sha256"] and runs[2]["teacher_ckpt"].endswith(".pth")
 
-    [eval_file] = work.glob("eval/*/eval.json")
-    summary = json.loads(eval_file.read_text())
-    models = summary["models"]
+    report = json.loads((work / "report" / "report.json").read_text())
+    models = {m["role"]: m for m in report["models"]}
     assert set(models) == {"teacher", "student", "distill"}
     # the student has at most half the teacher's parameters; KD adds none to it
-    assert models["student"]["params"] <= models["teacher"]["params"] / 2
-    assert models["distill"]["params"] == models["student"]["params"]
+    params = {role: m["cost"]["params"] for role, m in models.items()}
+    assert params["student"] <= params["teacher"] / 2
+    assert params["distill"] == params["student"]
     for m in models.values():
         assert 0.0 <= m["metrics"]["val/bbox_mAP_50"] <= 1.0
-    gain = summary["kd_gain"]["bbox_mAP_50"]["gain"]
+    gain = report["splits"]["val"]["kd_gain"]["bbox_mAP_50"]
     expected = (models["distill"]["metrics"]["val/bbox_mAP_50"]
                 - models["student"]["metrics"]["val/bbox_mAP_50"])
-    assert abs(gain - expected) < 1e-9
+    assert abs(gain["gain"] - expected) < 1e-9
+    assert (work / "report" / "report.html").is_file()
     assert "KD gain" in out.stdout
