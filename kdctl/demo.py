@@ -1,7 +1,8 @@
 """`kdctl demo`: the whole chain on real aerial images of tree crowns (DeepForest).
 
 Prepare tiles, train a teacher with ImageNet-pretrained EfficientNet-Lite2 weights, train
-the plain student (EfficientNet-Lite0 from scratch, under half the teacher's size),
+the plain student (EfficientNet-Lite0, also ImageNet-pretrained, under half the teacher's
+size),
 distil the student from the teacher, evaluate all three and print the KD gain.
 """
 
@@ -36,13 +37,19 @@ def demo_spec(data_root: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
         ),
         teacher=dict(
             **_MODEL_COMMON,
-            backbone=dict(name="efficientnet_lite2", pretrained="packaged", frozen_stages=1),
+            # BatchNorm statistics of the ImageNet backbone stay fixed: batches of 4 are
+            # too small to re-estimate them
+            backbone=dict(name="efficientnet_lite2", pretrained="packaged", frozen_stages=1,
+                          norm_eval=True),
             neck_channels=192,
             head=dict(feat_channels=192, stacked_convs=2, anchor_scale=4),
         ),
         student=dict(
             **_MODEL_COMMON,
-            backbone=dict(name="efficientnet_lite0", pretrained=None),
+            # ImageNet weights too: from scratch, 12 epochs on 42 tiles learn nothing
+            # (measured: mAP_50 0.003 with or without distillation)
+            backbone=dict(name="efficientnet_lite0", pretrained="packaged", frozen_stages=1,
+                          norm_eval=True),
             neck_channels=64,
             head=dict(feat_channels=64, stacked_convs=2, anchor_scale=4),
         ),

@@ -78,11 +78,11 @@ def test_logit_kd_reductions() -> None:
     flat_t = t.permute(0, 2, 3, 1).reshape(-1, 3)
     kl = sigmoid_kl(flat_s, flat_t, 2.0).sum(-1)
     assert flat_s.shape[0] == 2 * 3 * 3 * 2
-    got = logit_kd_loss([s], [t], 3, 2.0, "sigmoid_kl", normalize="locations")
+    got = logit_kd_loss([s], [t], 3, 2.0, "sigmoid_kl")  # default: mean over locations
     assert got.item() == pytest.approx(kl.mean().item(), rel=1e-6)
-    # default: KL sum over the teacher's soft foreground count (its top class probability)
+    # KL sum over the teacher's soft foreground count (its top class probability)
     fg = torch.sigmoid(flat_t).max(-1).values.sum()
-    got = logit_kd_loss([s], [t], 3, 2.0, "sigmoid_kl")
+    got = logit_kd_loss([s], [t], 3, 2.0, "sigmoid_kl", normalize="teacher_fg")
     assert got.item() == pytest.approx((kl.sum() / fg).item(), rel=1e-6)
 
 
@@ -90,7 +90,7 @@ def test_teacher_foreground_count_is_at_least_one_per_image() -> None:
     s = torch.zeros(2, 1, 4, 4)
     t = torch.full((2, 1, 4, 4), -30.0)  # a teacher that sees nothing
     s[0, 0, 0, 0] = 5.0
-    got = logit_kd_loss([s], [t], 1, 1.0, "sigmoid_kl")
+    got = logit_kd_loss([s], [t], 1, 1.0, "sigmoid_kl", normalize="teacher_fg")
     kl = sigmoid_kl(s.permute(0, 2, 3, 1).reshape(-1, 1), t.permute(0, 2, 3, 1).reshape(-1, 1),
                     1.0).sum()
     assert got.item() == pytest.approx(kl.item() / 2, rel=1e-5)

@@ -92,7 +92,7 @@ class KDSingleStageDetector(SingleStageDetector):
     def __init__(self, *, teacher: dict[str, Any], teacher_ckpt: str | None,
                  temperature: float = 4.0, kd_weight: float = 0.5,
                  logit_loss: str = "sigmoid_kl", feature_weight: float = 0.0,
-                 kd_normalize: str = "teacher_fg", **student: Any) -> None:
+                 kd_normalize: str = "locations", **student: Any) -> None:
         super().__init__(**student)
         if temperature <= 0:
             raise KdctlError(f"must be > 0 (got {temperature})", field="distill.temperature")

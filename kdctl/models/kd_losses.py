@@ -65,10 +65,11 @@ def teacher_foreground(teacher_logits: Tensor, kind: str, num_images: int) -> Te
 
 def logit_kd_loss(student_scores: list[Tensor], teacher_scores: list[Tensor],
                   channels: int, temperature: float, kind: str,
-                  normalize: str = "teacher_fg") -> Tensor:
-    """KL summed over classes and locations, divided by the teacher's soft foreground
-    count (`normalize="teacher_fg"`, the scale of the task's focal loss) or averaged over
-    locations (`normalize="locations"`, much weaker on sparse scenes)."""
+                  normalize: str = "locations") -> Tensor:
+    """KL summed over classes, averaged over anchor locations (`normalize="locations"`),
+    or summed over locations and divided by the teacher's soft foreground count
+    (`normalize="teacher_fg"`, on the scale of the task's focal loss, and far stronger on
+    sparse scenes)."""
     if kind not in LOGIT_LOSSES:
         raise ValueError(f"logit loss must be one of {LOGIT_LOSSES}, got {kind!r}")
     s = flatten_levels(student_scores, channels)
