@@ -166,6 +166,8 @@ def build_runner(spec: Spec, run: RunInfo, console: Console, resume: bool = Fals
 
         cfg.load_from = run_checkpoint_uri(checkpoint)
     mode, note = wandb_mode(spec)
+    if not verbose:
+        os.environ.setdefault("WANDB_SILENT", "true")
     if note:
         console.print(f"[yellow]tracking.mode: {note}")
     backend = wandb_backend(spec, run, mode, group=run.sweep_id)
@@ -206,7 +208,7 @@ def train_run(spec: Spec, run: RunInfo, console: Console, resume: bool = False,
         run.save()
         raise
     finally:
-        _finish_wandb()
+        _finish_wandb(console)
     run.state = "finished"
     run.save()
     return TrainResult(run, last_checkpoint(Path(run.run_dir)), read_metrics(Path(run.run_dir)))
@@ -240,10 +242,15 @@ def train_distributed(run: RunInfo, console: Console, nproc: int, resume: bool =
     return TrainResult(run, last_checkpoint(Path(run.run_dir)), read_metrics(Path(run.run_dir)))
 
 
-def _finish_wandb() -> None:
+def _finish_wandb(console: Console) -> None:
     wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+    if wandb is None or getattr(wandb, "run", None) is None:
+        return
+    offline, run_dir = wandb.run.settings._offline, wandb.run.dir
+    wandb.finish()
+    if offline:  # one line instead of W&B's banner (WANDB_SILENT; --verbose shows it)
+        console.print(f"W&B offline run saved; upload with `wandb sync "
+                      f"{Path(run_dir).parent}`", soft_wrap=True)
 
 
 def train(spec: Spec, role: str, teacher_ckpt: str | None = None,
