@@ -17,7 +17,7 @@ from rich.console import Console
 
 from kdctl.coco_eval import METRICS, evaluator_cfg, pr_curve, split_metrics
 from kdctl.errors import KdctlError
-from kdctl.io import atomic_write_text
+from kdctl.io import atomic_write_text, file_sha256
 from kdctl.render import render_config
 from kdctl.runs import ROLE_TITLES, RunInfo, find_runs, last_checkpoint, load_run, read_metrics
 from kdctl.spec import Spec
@@ -97,7 +97,6 @@ def evaluate_checkpoint(spec: Spec, target: Target, out_dir: Path) -> ModelEval:
     from mmengine.runner import TestLoop  # noqa: PLC0415
 
     from kdctl.model_cost import model_cost  # noqa: PLC0415
-    from kdctl.models.kd_detector import file_sha256  # noqa: PLC0415
     from kdctl.train import quiet_stdout  # noqa: PLC0415
 
     run = target.run

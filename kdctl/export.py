@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kdctl import __version__
 from kdctl.errors import KdctlError
-from kdctl.io import atomic_write_bytes, atomic_write_text
+from kdctl.io import atomic_write_bytes, atomic_write_text, file_sha256
 from kdctl.render import render_config
 from kdctl.runs import last_checkpoint, load_run
 from kdctl.spec import load_spec
@@ -38,7 +38,7 @@ def export_student(run_dir: Path, out_dir: Path | None = None,
     from mmengine.registry import init_default_scope  # noqa: PLC0415
     from mmdet.registry import MODELS  # noqa: PLC0415
 
-    from kdctl.models.kd_detector import file_sha256, load_strict, read_state_dict  # noqa: PLC0415
+    from kdctl.models.kd_detector import load_strict, read_state_dict  # noqa: PLC0415
 
     run = load_run(run_dir)
     if run.role == "teacher":

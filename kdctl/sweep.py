@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 
 from kdctl.errors import KdctlError
+from kdctl.io import file_sha256
 from kdctl.spec import Spec
 from kdctl.sweep_config import hyperband_bands, validations_per_trial
 from kdctl.sweep_store import (
@@ -134,8 +135,6 @@ def _compared_spec(spec: Spec) -> dict[str, Any]:
 
 def open_or_create(spec: Spec, teacher_ckpt: str, backend: str,
                    resume: str | None, sweep_id: str | None = None) -> SweepStore:
-    from kdctl.models.kd_detector import file_sha256  # noqa: PLC0415
-
     work_dir = spec.runtime.work_dir
     if resume is None or not (Path(work_dir) / "sweeps" / resume).is_dir():
         if resume is not None and backend == "local":

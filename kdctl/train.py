@@ -22,7 +22,7 @@ import yaml
 from rich.console import Console
 
 from kdctl.errors import KdctlError
-from kdctl.io import atomic_write_text
+from kdctl.io import atomic_write_text, file_sha256
 from kdctl.render import render_config
 from kdctl.runs import RunInfo, create_run_dir, last_checkpoint, read_metrics
 from kdctl.spec import EFFICIENTNET_LITES, Spec
@@ -81,8 +81,6 @@ def prepare_run(spec: Spec, role: str, teacher_ckpt: str | None = None,
     checked = check_data(spec, console)
     for note in spec_warnings(spec, role):
         console.print(f"[yellow]warning[/] {note}")
-
-    from kdctl.models.kd_detector import file_sha256  # noqa: PLC0415
 
     run_dir, code = create_run_dir(Path(spec.runtime.work_dir))
     data_override = write_cleaned(checked, run_dir, console)
@@ -299,8 +297,6 @@ def _role_mismatch(run: RunInfo, role: str) -> str:
 
 def check_teacher_unchanged(run: RunInfo) -> None:
     """The teacher is reloaded from its own file, which must be the one the run started with."""
-    from kdctl.models.kd_detector import file_sha256  # noqa: PLC0415
-
     if not run.teacher_ckpt:
         return
     if not Path(run.teacher_ckpt).is_file():

@@ -73,7 +73,7 @@ def test_report_numbers_match_training_logs(report: dict[str, Any]) -> None:
 
 
 def test_report_json_holds_everything(report: dict[str, Any]) -> None:
-    from kdctl.models.kd_detector import file_sha256
+    from kdctl.io import file_sha256
 
     saved = json.loads(Path(report["path"]).read_text())
     assert set(saved["splits"]) == {"val", "test"}

@@ -103,7 +103,7 @@ def test_resume_refuses_a_changed_teacher(teacher_setup, tmp_path: Path) -> None
     copy.write_bytes(Path(teacher_ckpt).read_bytes())
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    from kdctl.models.kd_detector import file_sha256
+    from kdctl.io import file_sha256
 
     RunInfo(role="distill", model="m", code="abcde", run_dir=str(run_dir), spec_name="x",
             state="running", teacher_ckpt=str(copy), teacher_sha256=file_sha256(copy)).save()

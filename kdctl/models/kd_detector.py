@@ -13,7 +13,6 @@ teacher is held outside them), so every checkpoint this detector saves loads wit
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +29,12 @@ from kdctl.models.kd_losses import feature_kd_loss, logit_kd_loss
 _CLS_CONV = {"ATSSHead": "atss_cls", "RetinaHead": "retina_cls", "FCOSHead": "conv_cls"}
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise KdctlError(f"checkpoint not found: {path}", field="teacher.checkpoint")
+    # MMEngine checkpoints pickle their message hub, which weights_only=True refuses;
+    # a teacher checkpoint is the user's own training output, loaded as such
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
