@@ -10,7 +10,7 @@ from pathlib import Path
 
 def test_demo_quick_runs_the_whole_chain(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "kdctl.cli", "demo", "--quick", "--out",
-                          str(tmp_path / "demo")], capture_output=True, text=True, timeout=600)
+                          str(tmp_path / "demo")], capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
 
