@@ -345,18 +345,8 @@ def cross_section_problems(sections: dict[str, Any], failed: set[str]) -> list[s
         problems.extend(_class_count_problems(data, teacher, student))
     if "student" not in failed and "distill" not in failed:
         problems.extend(_logit_loss_problems(distill, student))
-    if not models_ok:
-        pass
-    elif teacher.detector != student.detector or teacher.num_levels != student.num_levels:
-        problems.append(
-            f"student.detector: the logit KD pairs teacher and student outputs location by "
-            f"location, so both need the same detector and FPN levels (got teacher "
-            f"{teacher.detector}/{teacher.num_levels} levels, student {student.detector}/"
-            f"{student.num_levels} levels); make them equal")
-    elif teacher.head.anchor_scale != student.head.anchor_scale:
-        problems.append(
-            f"student.head.anchor_scale: must equal teacher.head.anchor_scale so their "
-            f"anchors match (got {student.head.anchor_scale} vs {teacher.head.anchor_scale})")
+    if models_ok:
+        problems.extend(_pairing_problems(teacher, student))
     if models_ok and "distill" not in failed and "feature" in distill.losses and (
             teacher.neck_channels != student.neck_channels):
         problems.append(
@@ -369,6 +359,20 @@ def cross_section_problems(sections: dict[str, Any], failed: set[str]) -> list[s
         schedule = None if "schedule" in failed else sections.get("schedule", ScheduleSpec())
         problems.extend(sweep_problems(sections["sweep"], schedule))
     return problems
+
+
+def _pairing_problems(teacher: TeacherSpec, student: ModelSpec) -> list[str]:
+    """Logit KD pairs teacher and student outputs location by location."""
+    if teacher.detector != student.detector or teacher.num_levels != student.num_levels:
+        return [f"student.detector: the logit KD pairs teacher and student outputs location "
+                f"by location, so both need the same detector and FPN levels (got teacher "
+                f"{teacher.detector}/{teacher.num_levels} levels, student {student.detector}/"
+                f"{student.num_levels} levels); make them equal"]
+    if teacher.head.anchor_scale != student.head.anchor_scale:
+        return [f"student.head.anchor_scale: must equal teacher.head.anchor_scale so their "
+                f"anchors match (got {student.head.anchor_scale} vs "
+                f"{teacher.head.anchor_scale})"]
+    return []
 
 
 def _missing_file_problems(teacher: TeacherSpec, student: ModelSpec) -> list[str]:

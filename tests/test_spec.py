@@ -148,3 +148,12 @@ def test_kd_weight_zero_is_allowed_with_a_warning(tiny_data: Path, tmp_path: Pat
     [note] = spec_warnings(spec, "distill")
     assert note.startswith("distill.weight: 0 turns the logit KD loss off")
     assert spec_warnings(spec, "teacher") == []
+
+
+def test_teacher_and_student_outputs_must_pair(tiny_data: Path, tmp_path: Path) -> None:
+    d = tiny_spec_dict(tiny_data, tmp_path)
+    d["student"]["detector"] = "retinanet"
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tmp_path / "p.yaml", d))
+    assert info.value.problems[0].startswith("student.detector: the logit KD pairs teacher")
+    assert "(got teacher atss/3 levels, student retinanet/3 levels)" in info.value.problems[0]
