@@ -24,7 +24,7 @@ from rich.console import Console
 from kdctl.errors import KdctlError
 from kdctl.io import atomic_write_text, file_sha256
 from kdctl.render import render_config
-from kdctl.runs import RunInfo, create_run_dir, last_checkpoint, read_metrics
+from kdctl.runs import ROLE_TITLES, RunInfo, create_run_dir, last_checkpoint, read_metrics
 from kdctl.spec import EFFICIENTNET_LITES, Spec
 
 log = logging.getLogger(__name__)
@@ -281,8 +281,8 @@ def _run_to_resume(work_dir: Path, role: str, target: Path | None) -> tuple[RunI
 
 
 def _role_mismatch(run: RunInfo, role: str) -> str:
-    kinds = {"teacher": "teacher", "student": "plain student", "distill": "distilled student"}
-    text = f"{run.run_dir} is a {kinds[run.role]} run, not a {kinds[role]} run."
+    text = (f"{run.run_dir} is a {ROLE_TITLES[run.role]} run, not a {ROLE_TITLES[role]} "
+            "run.")
     if role == "distill" and run.role == "student":
         text += (" A distillation run resumes from its own checkpoints, which continue the "
                  "same student against the same teacher, temperature and KD weight; a plain "
