@@ -29,8 +29,9 @@ _state = {"verbose": False}
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                                help="debug logging")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="show MMEngine's and W&B's own output and debug logs")] = False
+          ) -> None:
     _state["verbose"] = verbose
     setup_logging(verbose)
 
@@ -87,8 +88,14 @@ def render(spec: SpecOpt = DEFAULT_SPEC,
     from kdctl.render import render_all  # noqa: PLC0415
 
     s = _load(spec)
+    if teacher is not None and not teacher.is_file():
+        raise KdctlError(f"file not found: {teacher}; give an existing teacher checkpoint",
+                         field="--teacher")
     out = out or Path(s.runtime.work_dir) / "configs"
     paths, backups = render_all(s, out, str(teacher) if teacher else None)
+    if teacher is None and s.teacher.checkpoint is None:
+        console.print("[yellow]warning[/] distill.py has no teacher checkpoint yet; pass "
+                      "--teacher CKPT or set teacher.checkpoint")
     for b in backups:
         console.print(f"[yellow]you had edited a rendered config; kept it as {b}")
     for role, p in paths.items():
@@ -98,7 +105,8 @@ def render(spec: SpecOpt = DEFAULT_SPEC,
 @data_app.command("deepforest")
 def data_deepforest(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("data/deepforest"),
-    tile_size: Annotated[int, typer.Option(min=64)] = 400,
+    tile_size: Annotated[int, typer.Option(min=64, help="tile width and height in pixels "
+                                                        "of the original images")] = 400,
     quick: Annotated[bool, typer.Option(help="a few tiles only")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace a dataset made with other "
                                                  "parameters")] = False,
@@ -150,9 +158,11 @@ def distill(
                                                          "(default: teacher.checkpoint)")] = None,
     temp: Annotated[Optional[float], typer.Option(help="temperature T > 0")] = None,
     weight: Annotated[Optional[float], typer.Option(help="KD loss weight >= 0")] = None,
-    lr: Annotated[Optional[float], typer.Option()] = None,
-    weight_decay: Annotated[Optional[float], typer.Option()] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="learning rate (optimizer.lr)")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(
+        help="weight decay (optimizer.weight_decay)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="epochs (schedule.epochs)")
+                      ] = None,
     resume: ResumeOpt = False,
     from_: FromOpt = None,
 ) -> None:
@@ -264,6 +274,11 @@ def doctor() -> None:
     versions, record = installed_versions(), build_record()
     console.print(table("installed", ["package", "version", "mmcv built against"],
                         [(k, v, record.get(k, "")) for k, v in versions.items()]))
+    import torch  # noqa: PLC0415
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = f"cuda, {gpus} GPU(s)" if gpus else "cpu (no GPU visible)"
+    console.print(f"training device: {device}")
     findings = diagnose(versions, record, import_check())
     for f in findings:
         console.print(f"[red]problem[/] {f}")

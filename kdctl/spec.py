@@ -7,6 +7,7 @@ class counts against the dataset, run on the sections that parsed.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,7 @@ DEFAULT_SPEC = "kdctl.yaml"
 
 RESNETS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
 EFFICIENTNET_LITES = {f"efficientnet_lite{i}": f"lite{i}" for i in range(5)}
-BACKBONES = sorted(RESNETS) + sorted(EFFICIENTNET_LITES)
+BACKBONES = list(RESNETS) + list(EFFICIENTNET_LITES)
 
 
 class StrictModel(BaseModel):
@@ -238,6 +239,12 @@ def _fmt_value(value: Any) -> str:
 
 _HINTS = {
     "extra_forbidden": "remove it or fix its spelling",
+    "tuple_type": "give a list, e.g. [400, 400]",
+    "list_type": "give a list",
+    "int_parsing": "give a whole number",
+    "int_from_float": "give a whole number",
+    "float_parsing": "give a number",
+    "bool_parsing": "give true or false",
     "missing": "add this field",
     "greater_than": "use a larger value",
     "greater_than_equal": "use a larger value",
@@ -245,6 +252,19 @@ _HINTS = {
     "less_than_equal": "use a smaller value",
     "literal_error": "use one of the allowed values",
 }
+
+
+def _did_you_mean(section: str, loc: tuple) -> str | None:
+    """For an unknown key, the closest field name of the model it sits in."""
+    model: Any = Spec.model_fields[section].annotation if section in Spec.model_fields else Spec
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        model = fields[part].annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(getattr(model, "model_fields", {})),
+                                      n=1)
+    return f"did you mean {close[0]!r}?" if close else None
 
 
 def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
@@ -257,6 +277,8 @@ def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
         if e["type"] != "missing":
             line += f" (got {_fmt_value(e.get('input'))})"
         hint = _HINTS.get(e["type"])
+        if e["type"] == "extra_forbidden":
+            hint = _did_you_mean(prefix, e["loc"]) or hint
         if hint:
             line += f"; {hint}"
         lines.append(line)
@@ -270,7 +292,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise SpecError([f"spec: not valid YAML: {exc}"], source=str(path)) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError([f"{where}: not valid YAML: {problem}; fix the syntax there"],
+                        source=str(path)) from None
+    if raw is None:
+        raise SpecError([f"spec: {path} is empty; run `kdctl init {path} --force` to write "
+                         "a starter spec"], source=str(path))
     if not isinstance(raw, dict):
         raise SpecError([f"spec: the top level must be a mapping of sections "
                          f"(got {type(raw).__name__})"], source=str(path))
@@ -287,7 +316,9 @@ def parse_spec(raw: dict[str, Any], base_dir: Path, source: str = "spec") -> Spe
     for key, value in raw.items():
         field = Spec.model_fields.get(key)
         if field is None:
-            problems.append(f"{key}: unknown section (got {_fmt_value(value)}); allowed: "
+            close = difflib.get_close_matches(key, list(Spec.model_fields), n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"{key}: unknown section; {guess}allowed: "
                             f"{', '.join(Spec.model_fields)}")
             continue
         annotation = field.annotation

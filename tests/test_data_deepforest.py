@@ -119,7 +119,7 @@ def test_other_params_raise(quick: DatasetSummary) -> None:
         prepare_deepforest(quick.root, tile_size=300, quick=True)
     msg = str(info.value)
     assert str(quick.root) in msg and "tile_size: 400 -> 300" in msg
-    assert "overwrite" in msg and "another folder" in msg
+    assert "pass --overwrite" in msg and "another --out" in msg
 
 
 def test_overwrite_rebuilds_and_keeps_user_files(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_unknown_field_and_bad_choice(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(tmp_path / "bad.yaml", d))
     text = "\n".join(info.value.problems)
-    assert "optimizer.momentun: Extra inputs are not permitted (got 0.9); remove it" in text
+    assert "optimizer.momentun: Extra inputs are not permitted (got 0.9); did you mean 'momentum'?" in text
     assert "student.backbone.name: unknown backbone; choose one of" in text
     assert "(got 'resnet51')" in text
 

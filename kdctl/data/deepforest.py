@@ -294,8 +294,8 @@ def _claim_folder(
         if foreign and not overwrite:
             raise KdctlError(
                 f"{out_dir} already holds {', '.join(foreign)}, not written by kdctl; "
-                "pass overwrite to replace them, or choose another folder",
-                "out_dir",
+                "pass --overwrite to replace them, or choose another --out",
+                "--out",
             )
         return []
 
@@ -306,8 +306,8 @@ def _claim_folder(
         ]
         raise KdctlError(
             f"{out_dir} holds a dataset made with other parameters ({'; '.join(changed)}); "
-            "pass overwrite to rebuild it there, or choose another folder",
-            "out_dir",
+            "pass --overwrite to rebuild it there, or choose another --out",
+            "--out",
         )
     return [str(name) for name in record["files"]]
 
