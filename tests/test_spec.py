@@ -14,6 +14,13 @@ from kdctl.spec import load_spec, with_overrides
 from tests.conftest import tiny_spec_dict, write_spec
 
 
+def _problems(path: Path, spec: dict) -> str:
+    """The problems a spec is rejected with, one per line."""
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(path, spec))
+    return "\n".join(info.value.problems)
+
+
 def test_valid_spec_resolves_paths_and_defaults(tiny_data: Path, tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path / "kdctl.yaml", tiny_spec_dict(tiny_data, tmp_path)))
     assert spec.num_classes == 1
@@ -48,10 +55,9 @@ def test_three_problems_reported_in_one_run(tiny_data: Path, tmp_path: Path) -> 
 def test_unknown_field_and_bad_choice(tiny_data: Path, tmp_path: Path) -> None:
     d = tiny_spec_dict(tiny_data, tmp_path, optimizer=dict(lr=0.01, momentun=0.9))
     d["student"]["backbone"] = dict(name="resnet51")
-    with pytest.raises(SpecError) as info:
-        load_spec(write_spec(tmp_path / "bad.yaml", d))
-    text = "\n".join(info.value.problems)
-    assert "optimizer.momentun: Extra inputs are not permitted (got 0.9); did you mean 'momentum'?" in text
+    text = _problems(tmp_path / "bad.yaml", d)
+    assert ("optimizer.momentun: Extra inputs are not permitted (got 0.9); did you mean "
+            "'momentum'?") in text
     assert "student.backbone.name: unknown backbone; choose one of" in text
     assert "(got 'resnet51')" in text
 
@@ -79,9 +85,7 @@ def test_sweep_section_checks(tiny_data: Path, tmp_path: Path) -> None:
     sweep = dict(method="bayes", metric=dict(name="val/mAP", goal="maximize"),
                  parameters=dict(lr=dict(min=0.01, max=0.001), dropout=dict(min=0, max=1)))
     d = tiny_spec_dict(tiny_data, tmp_path, sweep=sweep)
-    with pytest.raises(SpecError) as info:
-        load_spec(write_spec(tmp_path / "sw.yaml", d))
-    text = "\n".join(info.value.problems)
+    text = _problems(tmp_path / "sw.yaml", d)
     assert "sweep.parameters.lr: min must be below max (got min=0.01, max=0.001)" in text
     assert "sweep.parameters.dropout: maps to nothing in the spec" in text
     assert "sweep.metric.name: kdctl never logs 'val/mAP'; use one of val/bbox_mAP" in text
