@@ -59,6 +59,25 @@ def _must_exist(path: str | None, info: ValidationInfo, kind: str = "file") -> s
 # data
 
 
+class AugmentSpec(StrictModel):
+    """Training-time augmentation. The defaults suit ordinary photos (left-right mirror
+    only); overhead imagery (aerial, satellite, microscopy) has no up or left and can use
+    vertical flips and right-angle rotations too."""
+
+    flip: list[Literal["horizontal", "vertical"]] = Field(
+        ["horizontal"], description="mirror directions, each applied with probability 0.5")
+    rot90: bool = Field(False, description="random right-angle rotations (overhead imagery)")
+    color: bool = Field(False, description="random brightness, contrast, saturation and hue")
+
+    @field_validator("flip")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each direction once: [horizontal], [vertical], "
+                             "[horizontal, vertical] or [] for no flips")
+        return v
+
+
 class DataSpec(StrictModel):
     """COCO-format train/val (and optional test) annotations with their image folders."""
 
@@ -72,6 +91,7 @@ class DataSpec(StrictModel):
     image_size: tuple[int, int] = (400, 400)
     empty_train_images: Literal["keep", "drop"] = "keep"
     strict: bool = False
+    augment: AugmentSpec = AugmentSpec()
 
     @field_validator("train_ann", "val_ann", "test_ann")
     @classmethod
