@@ -188,6 +188,9 @@ class DistillSpec(StrictModel):
         "locations", description="average the KL over all anchor locations, or divide its "
         "sum by the teacher's soft foreground count (about 70x stronger on the demo's tiles; "
         "measured there to hurt at weight 0.5: use a weight near 0.01-0.05 with it)")
+    focal_gamma: float = Field(
+        0.0, ge=0, le=5, description="weight each sigmoid KL term by |p_student - "
+        "p_teacher|^gamma (0: plain KL); sigmoid heads only")
     feature_weight: float = Field(1.0, ge=0)
 
 
@@ -460,6 +463,9 @@ def _logit_loss_problems(distill: DistillSpec, student: ModelSpec) -> list[str]:
     if distill.logit_loss == "sigmoid_kl" and not student.head.use_sigmoid:
         return ["distill.logit_loss: sigmoid_kl does not fit a softmax head "
                 "(student.head.use_sigmoid: false); use softmax_kl or auto"]
+    if distill.focal_gamma > 0 and not student.head.use_sigmoid:
+        return [f"distill.focal_gamma: {distill.focal_gamma} applies to sigmoid heads only, "
+                "and the student has student.head.use_sigmoid: false; set focal_gamma: 0"]
     return []
 
 

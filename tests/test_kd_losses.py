@@ -94,3 +94,18 @@ def test_teacher_foreground_count_is_at_least_one_per_image() -> None:
     kl = sigmoid_kl(s.permute(0, 2, 3, 1).reshape(-1, 1), t.permute(0, 2, 3, 1).reshape(-1, 1),
                     1.0).sum()
     assert got.item() == pytest.approx(kl.item() / 2, rel=1e-5)
+
+
+def test_focal_gamma_weights_each_term_by_disagreement() -> None:
+    s = torch.tensor([[2.0], [-3.0], [0.5]])
+    t = torch.tensor([[-1.0], [-3.0], [4.0]])
+    T = 2.0
+    plain = sigmoid_kl(s, t, T)
+    focal = sigmoid_kl(s, t, T, focal_gamma=2.0)
+    weight = (torch.sigmoid(s / T) - torch.sigmoid(t / T)).abs() ** 2
+    assert torch.allclose(focal, plain * weight)
+    assert focal[1].item() == 0.0  # agreement costs nothing
+    assert torch.equal(sigmoid_kl(s, t, T, focal_gamma=0.0), plain)
+    with pytest.raises(ValueError, match="sigmoid_kl only"):
+        logit_kd_loss([s.view(1, 1, 3, 1)], [t.view(1, 1, 3, 1)], 1, T, "softmax_kl",
+                      focal_gamma=1.0)

@@ -71,6 +71,14 @@ def test_kd_weight_negative_and_softmax_on_sigmoid_head(tiny_data: Path, tmp_pat
         load_spec(write_spec(tmp_path / "s.yaml", d))
     assert "distill.logit_loss: softmax_kl does not fit a atss head" in info.value.problems[0]
     assert "use sigmoid_kl or auto" in info.value.problems[0]
+    d = tiny_spec_dict(tiny_data, tmp_path, distill=dict(focal_gamma=2.0))
+    d["student"]["detector"] = "retinanet"
+    d["student"]["head"] = dict(d["student"]["head"], use_sigmoid=False)
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tmp_path / "f.yaml", d))
+    assert info.value.problems == [
+        "distill.focal_gamma: 2.0 applies to sigmoid heads only, and the student has "
+        "student.head.use_sigmoid: false; set focal_gamma: 0"]
 
 
 def test_class_list_must_match_dataset(tiny_data: Path, tmp_path: Path) -> None:

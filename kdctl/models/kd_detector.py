@@ -85,7 +85,8 @@ class KDSingleStageDetector(SingleStageDetector):
     def __init__(self, *, teacher: dict[str, Any], teacher_ckpt: str | None,
                  temperature: float = 4.0, kd_weight: float = 0.5,
                  logit_loss: str = "sigmoid_kl", feature_weight: float = 0.0,
-                 kd_normalize: str = "locations", **student: Any) -> None:
+                 kd_normalize: str = "locations", kd_focal_gamma: float = 0.0,
+                 **student: Any) -> None:
         super().__init__(**student)
         if temperature <= 0:
             raise KdctlError(f"must be > 0 (got {temperature})", field="distill.temperature")
@@ -97,6 +98,7 @@ class KDSingleStageDetector(SingleStageDetector):
         self.logit_loss = logit_loss
         self.feature_weight = float(feature_weight)
         self.kd_normalize = kd_normalize
+        self.kd_focal_gamma = float(kd_focal_gamma)
         self.teacher_ckpt = str(teacher_ckpt)
 
         teacher_model = MODELS.build(teacher)
@@ -142,7 +144,7 @@ class KDSingleStageDetector(SingleStageDetector):
         channels = self.bbox_head.cls_out_channels
         losses["loss_kd_logit"] = self.kd_weight * logit_kd_loss(
             list(outs[0]), teacher_scores, channels, self.temperature, self.logit_loss,
-            self.kd_normalize)
+            self.kd_normalize, self.kd_focal_gamma)
         if self.feature_weight > 0:
             losses["loss_kd_feat"] = self.feature_weight * feature_kd_loss(
                 student_feats, teacher_feats)

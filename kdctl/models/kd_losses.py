@@ -20,8 +20,13 @@ from torch import Tensor
 LOGIT_LOSSES = ("sigmoid_kl", "softmax_kl")
 
 
-def sigmoid_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+def sigmoid_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
+               focal_gamma: float = 0.0) -> Tensor:
     """Binary KL(teacher || student) per class at temperature T, times T^2.
+
+    With ``focal_gamma`` > 0 each term is weighted by |p_s - p_t|^gamma, as the focal
+    loss weights its terms: the many background locations on which student and teacher
+    already agree stop drowning out the few where they differ.
 
     Inputs are (..., C) logits; returns the elementwise KL, same shape.
     """
@@ -31,6 +36,8 @@ def sigmoid_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     # log p = logsigmoid(x) and log(1 - p) = logsigmoid(-x) are exact for any |x|
     kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p_t) * (
         F.logsigmoid(-t) - F.logsigmoid(-s))
+    if focal_gamma > 0:
+        kl = kl * (torch.sigmoid(s) - p_t).abs().pow(focal_gamma)
     return kl * temperature**2
 
 
@@ -65,7 +72,7 @@ def teacher_foreground(teacher_logits: Tensor, kind: str, num_images: int) -> Te
 
 def logit_kd_loss(student_scores: list[Tensor], teacher_scores: list[Tensor],
                   channels: int, temperature: float, kind: str,
-                  normalize: str = "locations") -> Tensor:
+                  normalize: str = "locations", focal_gamma: float = 0.0) -> Tensor:
     """KL summed over classes, averaged over anchor locations (`normalize="locations"`),
     or summed over locations and divided by the teacher's soft foreground count
     (`normalize="teacher_fg"`, on the scale of the task's focal loss, and far stronger on
@@ -74,7 +81,10 @@ def logit_kd_loss(student_scores: list[Tensor], teacher_scores: list[Tensor],
         raise ValueError(f"logit loss must be one of {LOGIT_LOSSES}, got {kind!r}")
     s = flatten_levels(student_scores, channels)
     t = flatten_levels(teacher_scores, channels)
-    per_location = (sigmoid_kl(s, t, temperature).sum(-1) if kind == "sigmoid_kl"
+    if focal_gamma > 0 and kind != "sigmoid_kl":
+        raise ValueError("focal_gamma applies to sigmoid_kl only")
+    per_location = (sigmoid_kl(s, t, temperature, focal_gamma).sum(-1)
+                    if kind == "sigmoid_kl"
                     else softmax_kl(s, t, temperature))
     if normalize == "locations":
         return per_location.mean()
