@@ -72,7 +72,7 @@ def test_kd_weight_negative_and_softmax_on_sigmoid_head(tiny_data: Path, tmp_pat
     assert "distill.logit_loss: softmax_kl does not fit a atss head" in info.value.problems[0]
     assert "use sigmoid_kl or auto" in info.value.problems[0]
     d = tiny_spec_dict(tiny_data, tmp_path, distill=dict(focal_gamma=2.0))
-    d["student"]["detector"] = "retinanet"
+    d["student"]["detector"] = d["teacher"]["detector"] = "retinanet"
     d["student"]["head"] = dict(d["student"]["head"], use_sigmoid=False)
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(tmp_path / "f.yaml", d))
@@ -164,7 +164,7 @@ def test_kd_weight_zero_is_allowed_with_a_warning(tiny_data: Path, tmp_path: Pat
 
 def test_teacher_and_student_outputs_must_pair(tiny_data: Path, tmp_path: Path) -> None:
     d = tiny_spec_dict(tiny_data, tmp_path)
-    d["student"]["detector"] = "retinanet"
+    d["student"]["detector"] = d["teacher"]["detector"] = "retinanet"
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(tmp_path / "p.yaml", d))
     assert info.value.problems[0].startswith("student.detector: the logit KD pairs teacher")
