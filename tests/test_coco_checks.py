@@ -129,7 +129,8 @@ def test_classes_differ_from_categories(tmp_path: Path, two_images: list[dict]) 
     data = _coco(two_images, [_ann(1, 1, [1, 1, 2, 2])], cats=["tree", "shrub"])
     result = _check(tmp_path, data, classes=["shrub", "tree"])
     assert len(result.errors) == 1
-    assert "['tree', 'shrub'] differ from the classes given ['shrub', 'tree']" in result.errors[0]
+    assert result.errors[0].startswith(
+        "data.classes: ['shrub', 'tree'] differ from the category names ['tree', 'shrub'] in ")
     assert _check(tmp_path, data, classes=["tree", "shrub"]).ok
 
 

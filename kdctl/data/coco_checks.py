@@ -238,9 +238,8 @@ def _check_classes(
     names = [c["name"] for c in data["categories"]]
     if classes is not None and list(classes) != names:
         result.errors.append(
-            f"{result.ann_file}: category names in the file {names} differ from the "
-            f"classes given {list(classes)}; make the classes list equal the file's "
-            "category names, in the same order"
+            f"data.classes: {list(classes)} differ from the category names {names} in "
+            f"{result.ann_file}; list the file's category names, in the same order"
         )
 
 
