@@ -186,7 +186,9 @@ def _value_problems(name: str, cfg: dict[str, Any], kind: str | None) -> list[st
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"]
             problems.append(f"{field}.{where}: {value!r} is not a valid {section}.{key} "
-                            f"({msg}); narrow the range")
+                            f"({msg}); " + ("remove or replace that value"
+                                            if where.startswith("values[") else
+                                            "narrow the range"))
     return problems
 
 

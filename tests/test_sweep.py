@@ -74,6 +74,7 @@ def test_sweep_section_errors_name_the_field(tiny_data: Path, tmp_path: Path) ->
                  program="train.py", early_terminate=dict(type="hyperband", min_iter=8),
                  parameters=dict(lr=dict(min=0.01, max=0.001), dropout=dict(min=0, max=1),
                                  momentum=dict(min=0.5, max=1.5),
+                                 temperature=dict(values=[2.0, -1.0]),
                                  epochs=dict(min=1.5, max=3.0)))
     with pytest.raises(SpecError) as info:
         load_spec(_spec(tiny_data, tmp_path, sweep))
@@ -87,6 +88,10 @@ def test_sweep_section_errors_name_the_field(tiny_data: Path, tmp_path: Path) ->
     assert "sweep.run_cap: 0 is less than or equal to the minimum of 0" in text  # the schema
     assert "sweep.program: not used by kdctl" in text
     assert "sweep.parameters.momentum.max: 1.5 is not a valid optimizer.momentum" in text
+    assert "narrow the range" in text
+    assert "sweep.parameters.temperature.values[1]: -1.0 is not a valid distill.temperature" \
+           in text
+    assert "remove or replace that value" in text
     assert "sweep.parameters.epochs: schedule.epochs takes whole numbers" in text
     assert "sweep.early_terminate: hyperband first compares trials after 8 validations, but " \
            "a trial validates only 3 times" in text
