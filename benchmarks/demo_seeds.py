@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kdctl.console import setup_logging
 from kdctl.demo import run_demo
 
 
@@ -25,7 +26,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("bench-demo"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
+    setup_logging(args.verbose)
 
     console = Console()
     rows = []
