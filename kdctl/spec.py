@@ -182,7 +182,9 @@ class TeacherSpec(ModelSpec):
 class DistillSpec(StrictModel):
     temperature: float = Field(4.0, gt=0, le=1000)
     weight: float = Field(0.5, ge=0, description="weight of the logit KD loss")
-    losses: list[Literal["logit", "feature"]] = Field(["logit"], min_length=1)
+    losses: list[Literal["logit", "box", "feature"]] = Field(
+        ["logit"], min_length=1, description="logit: class scores; box: box regressions "
+        "(ATSS, RetinaNet); feature: FPN maps")
     logit_loss: Literal["auto", "sigmoid_kl", "softmax_kl"] = "auto"
     normalize: Literal["locations", "teacher_fg"] = Field(
         "locations", description="average the KL over all anchor locations, or divide its "
@@ -191,6 +193,7 @@ class DistillSpec(StrictModel):
     focal_gamma: float = Field(
         0.0, ge=0, le=5, description="weight each sigmoid KL term by |p_student - "
         "p_teacher|^gamma (0: plain KL); sigmoid heads only")
+    box_weight: float = Field(1.0, ge=0, description="weight of the box KD loss")
     feature_weight: float = Field(1.0, ge=0)
 
 
@@ -201,6 +204,10 @@ class OptimizerSpec(StrictModel):
     weight_decay: float = Field(1e-4, ge=0, le=1)
     grad_clip: float | None = Field(35.0, gt=0, description="max grad norm; null: off")
     warmup_iters: int = Field(100, ge=0)
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="momentum of an exponential moving average of the "
+        "weights (MMEngine's EMAHook), evaluated and saved in place of the raw weights; "
+        "about 10/iterations-per-run; null: off")
 
 
 class ScheduleSpec(StrictModel):
@@ -407,6 +414,11 @@ def cross_section_problems(sections: dict[str, Any], failed: set[str]) -> list[s
             f"distill.losses: feature KD compares FPN maps, which needs "
             f"teacher.neck_channels == student.neck_channels (got {teacher.neck_channels} vs "
             f"{student.neck_channels}); equalise them or use losses: [logit]")
+    if models_ok and "distill" not in failed and "box" in distill.losses and (
+            student.detector == "fcos"):
+        problems.append(
+            "distill.losses: box KD compares anchor deltas, which FCOS heads do not "
+            "regress (got detector fcos); use atss or retinanet, or remove 'box'")
     if "sweep" in sections and sections["sweep"] is not None:
         from kdctl.sweep_config import sweep_problems  # noqa: PLC0415 (keeps import light)
 

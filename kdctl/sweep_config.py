@@ -24,6 +24,7 @@ SWEEPABLE: dict[str, tuple[str, str]] = {
     "momentum": ("optimizer", "momentum"),
     "temperature": ("distill", "temperature"),
     "kd_weight": ("distill", "weight"),
+    "box_weight": ("distill", "box_weight"),
     "feature_weight": ("distill", "feature_weight"),
     "epochs": ("schedule", "epochs"),
     "batch_size": ("schedule", "batch_size"),

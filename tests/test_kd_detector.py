@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
-from kdctl.errors import KdctlError
+from kdctl.errors import KdctlError, SpecError
 from kdctl.models.kd_detector import KDSingleStageDetector, load_strict
 from kdctl.render import render_config
 from kdctl.spec import load_spec
@@ -133,3 +133,34 @@ def test_teacher_input_renormalised_when_mean_std_differ(setup) -> None:
     s = kd.data_preprocessor
     raw = x * s.std + s.mean
     assert torch.allclose(kd._teacher_inputs(x), (raw - 127.0) / 128.0, atol=1e-5)
+
+
+def test_box_kd_runs_the_teacher_box_branch_and_trains_the_student_only(
+        tiny_data: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = load_spec(write_spec(tmp_path / "k.yaml", tiny_spec_dict(
+        tiny_data, tmp_path, distill=dict(losses=["logit", "box"], box_weight=2.0))))
+    teacher = _build(render_config(spec, "teacher"), tmp_path, "teacher")
+    ckpt = tmp_path / "teacher.pth"
+    torch.save({"state_dict": teacher.state_dict()}, ckpt)
+    kd = _build(render_config(spec, "distill", str(ckpt)), tmp_path, "distill")
+    assert kd.box_weight == 2.0
+    kd.train()
+    data = kd.data_preprocessor(_batch(kd), True)
+    losses = kd.loss(data["inputs"], data["data_samples"])
+    assert losses["loss_kd_box"].item() > 0
+    losses["loss_kd_box"].backward()
+    reg = kd.bbox_head.atss_reg.weight.grad
+    assert reg is not None and reg.abs().sum() > 0
+    assert kd.bbox_head.atss_cls.weight.grad is None  # box KD does not touch the classifier
+    assert all(p.grad is None for p in kd.teacher_model.parameters())
+
+
+def test_box_kd_needs_an_anchor_based_head(tiny_data: Path, tmp_path: Path) -> None:
+    fcos = dict(detector="fcos", num_levels=3, neck_channels=16,
+                head=dict(feat_channels=32, stacked_convs=1))
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tmp_path / "k.yaml", tiny_spec_dict(
+            tiny_data, tmp_path, teacher=fcos, student=fcos,
+            distill=dict(losses=["logit", "box"]))))
+    assert "distill.losses: box KD" in str(info.value) and "fcos" in str(info.value)

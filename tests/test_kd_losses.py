@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kdctl.models.kd_losses import logit_kd_loss, sigmoid_kl, softmax_kl
+from kdctl.models.kd_losses import box_kd_loss, logit_kd_loss, sigmoid_kl, softmax_kl
 
 
 def _binary_kl(p: float, q: float) -> float:
@@ -109,3 +109,24 @@ def test_focal_gamma_weights_each_term_by_disagreement() -> None:
     with pytest.raises(ValueError, match="sigmoid_kl only"):
         logit_kd_loss([s.view(1, 1, 3, 1)], [t.view(1, 1, 3, 1)], 1, T, "softmax_kl",
                       focal_gamma=1.0)
+
+
+def test_box_kd_is_l1_weighted_by_teacher_foreground() -> None:
+    # one image, one level of 1x2 locations, one class: (N, 4, H, W) boxes, (N, 1, H, W) logits
+    student = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]).T.reshape(1, 4, 1, 2)
+    teacher = torch.tensor([[0.5, -0.5, 0.0, 1.0], [1.0, 1.0, 1.0, 3.0]]).T.reshape(1, 4, 1, 2)
+    logits = torch.tensor([2.0, -1.0]).reshape(1, 1, 1, 2)
+    w = [_sig(2.0), _sig(-1.0)]
+    l1 = [0.5 + 0.5 + 0.0 + 1.0, 2.0]
+    expected = (w[0] * l1[0] + w[1] * l1[1]) / (w[0] + w[1])
+    got = box_kd_loss([student], [teacher], [logits], 1, "sigmoid_kl")
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # equal boxes: nothing to learn
+    assert box_kd_loss([teacher], [teacher], [logits], 1, "sigmoid_kl").item() == 0.0
+
+
+def test_box_kd_ignores_where_the_teacher_sees_background() -> None:
+    boxes_s, boxes_t = torch.zeros(1, 4, 1, 2), torch.zeros(1, 4, 1, 2)
+    boxes_t[..., 1] = 5.0  # the teacher disagrees only at the second location...
+    logits = torch.tensor([3.0, -40.0]).reshape(1, 1, 1, 2)  # ...which it calls background
+    assert box_kd_loss([boxes_s], [boxes_t], [logits], 1, "sigmoid_kl").item() < 1e-12

@@ -7,8 +7,9 @@ teacher is held outside them), so every checkpoint this detector saves loads wit
 - is built from its own config and loaded strictly from its checkpoint;
 - never receives gradients and stays in eval mode through every ``train()`` call, so its
   BatchNorm statistics never move;
-- runs only up to the classification logits (and FPN features for feature KD), under
-  ``torch.no_grad()``: no teacher loss, no box decoding, no NMS.
+- runs only as far as the KD losses need, under ``torch.no_grad()``: its classification
+  branch for logit KD, its box branch too for box KD, its FPN maps for feature KD; no
+  teacher loss, no box decoding, no NMS.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 from kdctl.errors import KdctlError
-from kdctl.models.kd_losses import feature_kd_loss, logit_kd_loss
+from kdctl.models.kd_losses import box_kd_loss, feature_kd_loss, logit_kd_loss
 
 # the last classification conv of each supported head class
 _CLS_CONV = {"ATSSHead": "atss_cls", "RetinaHead": "retina_cls", "FCOSHead": "conv_cls"}
@@ -86,7 +87,7 @@ class KDSingleStageDetector(SingleStageDetector):
                  temperature: float = 4.0, kd_weight: float = 0.5,
                  logit_loss: str = "sigmoid_kl", feature_weight: float = 0.0,
                  kd_normalize: str = "locations", kd_focal_gamma: float = 0.0,
-                 **student: Any) -> None:
+                 box_weight: float = 0.0, **student: Any) -> None:
         super().__init__(**student)
         if temperature <= 0:
             raise KdctlError(f"must be > 0 (got {temperature})", field="distill.temperature")
@@ -97,6 +98,7 @@ class KDSingleStageDetector(SingleStageDetector):
         self.kd_weight = float(kd_weight)
         self.logit_loss = logit_loss
         self.feature_weight = float(feature_weight)
+        self.box_weight = float(box_weight)
         self.kd_normalize = kd_normalize
         self.kd_focal_gamma = float(kd_focal_gamma)
         self.teacher_ckpt = str(teacher_ckpt)
@@ -139,12 +141,19 @@ class KDSingleStageDetector(SingleStageDetector):
 
         with torch.no_grad():
             teacher_feats = self.teacher_model.extract_feat(self._teacher_inputs(batch_inputs))
-            teacher_scores = cls_logits(self.teacher_model.bbox_head, teacher_feats)
+            if self.box_weight > 0:  # both branches: the box KD weights by the class scores
+                teacher_scores, teacher_boxes = self.teacher_model.bbox_head(teacher_feats)[:2]
+            else:
+                teacher_scores = cls_logits(self.teacher_model.bbox_head, teacher_feats)
 
         channels = self.bbox_head.cls_out_channels
         losses["loss_kd_logit"] = self.kd_weight * logit_kd_loss(
             list(outs[0]), teacher_scores, channels, self.temperature, self.logit_loss,
             self.kd_normalize, self.kd_focal_gamma)
+        if self.box_weight > 0:
+            losses["loss_kd_box"] = self.box_weight * box_kd_loss(
+                list(outs[1]), list(teacher_boxes), list(teacher_scores), channels,
+                self.logit_loss)
         if self.feature_weight > 0:
             losses["loss_kd_feat"] = self.feature_weight * feature_kd_loss(
                 student_feats, teacher_feats)

@@ -1,4 +1,4 @@
-"""Logit and feature distillation losses for dense detectors.
+"""Logit, box and feature distillation losses for dense detectors.
 
 ATSS, RetinaNet and FCOS classify with one sigmoid per class, so the teacher's soft
 target at a location is a set of independent Bernoulli probabilities, not a categorical
@@ -62,12 +62,7 @@ def teacher_foreground(teacher_logits: Tensor, kind: str, num_images: int) -> Te
     """How many locations the teacher calls foreground, softly: the sum over locations of
     its top class probability at T=1 (for softmax heads, 1 - background probability),
     at least one per image. It plays the role of the focal loss's number of positives."""
-    t = teacher_logits.float()
-    if kind == "sigmoid_kl":
-        fg = torch.sigmoid(t).max(dim=-1).values
-    else:
-        fg = 1 - torch.softmax(t, dim=-1)[..., -1]  # mmdet puts background last
-    return fg.sum().clamp(min=float(num_images))
+    return teacher_fg_prob(teacher_logits, kind).sum().clamp(min=float(num_images))
 
 
 def logit_kd_loss(student_scores: list[Tensor], teacher_scores: list[Tensor],
@@ -90,6 +85,29 @@ def logit_kd_loss(student_scores: list[Tensor], teacher_scores: list[Tensor],
         return per_location.mean()
     num_images = student_scores[0].shape[0]
     return per_location.sum() / teacher_foreground(t, kind, num_images)
+
+
+def teacher_fg_prob(teacher_logits: Tensor, kind: str) -> Tensor:
+    """Per location, the teacher's probability that something is there (T=1)."""
+    t = teacher_logits.float()
+    if kind == "sigmoid_kl":
+        return torch.sigmoid(t).max(dim=-1).values
+    return 1 - torch.softmax(t, dim=-1)[..., -1]  # mmdet puts background last
+
+
+def box_kd_loss(student_boxes: list[Tensor], teacher_boxes: list[Tensor],
+                teacher_scores: list[Tensor], channels: int, kind: str) -> Tensor:
+    """L1 between the student's and the teacher's box regressions, location by location,
+    weighted by the teacher's foreground probability there and averaged by those weights.
+
+    The heads regress deltas against anchors; teacher and student share their anchor
+    generator (the spec's pairing rule), so equal deltas mean equal boxes. The teacher's
+    boxes on locations it considers background carry no information and get no weight.
+    """
+    s = flatten_levels(student_boxes, 4).float()
+    t = flatten_levels(teacher_boxes, 4).float()
+    w = teacher_fg_prob(flatten_levels(teacher_scores, channels), kind)
+    return (w * (s - t).abs().sum(-1)).sum() / w.sum().clamp(min=1e-6)
 
 
 def feature_kd_loss(student_feats: tuple[Tensor, ...],
