@@ -158,6 +158,8 @@ def distill(
                                                          "(default: teacher.checkpoint)")] = None,
     temp: Annotated[Optional[float], typer.Option(help="temperature T > 0")] = None,
     weight: Annotated[Optional[float], typer.Option(help="KD loss weight >= 0")] = None,
+    box_weight: Annotated[Optional[float], typer.Option(
+        help="box KD weight >= 0 (distill.box_weight; used when losses include box)")] = None,
     lr: Annotated[Optional[float], typer.Option(help="learning rate (optimizer.lr)")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(
         help="weight decay (optimizer.weight_decay)")] = None,
@@ -168,7 +170,8 @@ def distill(
 ) -> None:
     """Train the student against the frozen teacher."""
     _train_or_resume(spec, "distill", {
-        "distill.temperature": temp, "distill.weight": weight, "optimizer.lr": lr,
+        "distill.temperature": temp, "distill.weight": weight,
+        "distill.box_weight": box_weight, "optimizer.lr": lr,
         "optimizer.weight_decay": weight_decay, "schedule.epochs": epochs,
         "teacher.checkpoint": str(teacher) if teacher else None}, resume, from_)
 

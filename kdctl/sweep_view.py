@@ -16,7 +16,8 @@ _STATE_STYLE = {"created": "dim", "running": "cyan", "finished": "green",
                 "stopped_early": "yellow", "failed": "red"}
 # sweep parameter -> `kdctl distill` option; the others are set in the spec
 _DISTILL_OPTIONS = {"lr": "--lr", "weight_decay": "--weight-decay", "temperature": "--temp",
-                    "kd_weight": "--weight", "epochs": "--epochs"}
+                    "kd_weight": "--weight", "box_weight": "--box-weight",
+                    "epochs": "--epochs"}
 
 
 def trials_table(record: SweepRecord, default_epochs: int) -> Table:

@@ -65,3 +65,17 @@ def test_no_secret_reaches_disk(tiny_data: Path, tmp_path: Path,
     assert (run_dir / "wandb").exists() or list(run_dir.glob("**/wandb"))  # wandb did log
     leaks = [p for p in run_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_distill_options_are_validated_before_any_run_folder(tiny_data: Path,
+                                                             tmp_path: Path) -> None:
+    spec_file = write_spec(tmp_path / "kdctl.yaml", tiny_spec_dict(tiny_data, tmp_path / "work"))
+    ckpt = tmp_path / "teacher.pth"
+    ckpt.write_bytes(b"not reached")
+    out = subprocess.run([sys.executable, "-m", "kdctl.cli", "distill", "--spec", str(spec_file),
+                          "--teacher", str(ckpt), "--temp", "-1", "--box-weight", "-2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "distill.temperature" in out.stderr and "(got -1.0)" in out.stderr
+    assert "distill.box_weight" in out.stderr and "(got -2.0)" in out.stderr
+    assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())
