@@ -64,14 +64,21 @@ def init(path: Annotated[Path, typer.Argument(help="where to write the spec")] =
 @app.command()
 def validate(spec: SpecOpt = DEFAULT_SPEC,
              data: Annotated[bool, typer.Option(help="also check annotations and image "
-                                                     "files")] = True) -> None:
-    """Check a spec (and its data) and print a summary."""
-    from kdctl.preflight import check_data, spec_warnings  # noqa: PLC0415
+                                                     "files")] = True,
+             teacher: Annotated[bool, typer.Option(
+                 help="also load teacher.checkpoint into the teacher the spec describes "
+                      "(imports torch and mmdet)")] = True) -> None:
+    """Check a spec (its data and its teacher checkpoint) and print a summary."""
+    from kdctl.preflight import (  # noqa: PLC0415
+        check_data, check_teacher_checkpoint, spec_warnings)
     from kdctl.starter import summary_rows  # noqa: PLC0415
 
     s = _load(spec)
     if data:
         check_data(s, console)
+    if teacher and s.teacher.checkpoint:
+        tensors = check_teacher_checkpoint(s, s.teacher.checkpoint)
+        console.print(f"teacher.checkpoint: all {tensors} tensors match the teacher section")
     for note in spec_warnings(s):
         console.print(f"[yellow]warning[/] {note}")
     console.print(table(f"{spec}: valid", ["section", "value"], summary_rows(s)))

@@ -69,3 +69,22 @@ def spec_warnings(spec: Spec, role: str | None = None) -> list[str]:
         notes.append("distill.weight: 0 turns the logit KD loss off; the distilled student "
                      "will train like the plain student")
     return notes
+
+
+def check_teacher_checkpoint(spec: Spec, checkpoint: str) -> int:
+    """Build the teacher the spec describes and load `checkpoint` into it strictly, so a
+    checkpoint of another architecture is refused by `validate`, not hours into a run.
+    Returns the number of tensors loaded; raises KdctlError naming teacher.checkpoint."""
+    import kdctl.models  # noqa: F401, PLC0415  (registers kdctl's modules into mmdet)
+    from mmengine.config import Config  # noqa: PLC0415
+    from mmengine.registry import DefaultScope  # noqa: PLC0415
+    from mmdet.registry import MODELS  # noqa: PLC0415
+
+    from kdctl.models.kd_detector import load_strict  # noqa: PLC0415
+    from kdctl.render import render_config  # noqa: PLC0415
+
+    cfg = Config.fromstring(render_config(spec, "teacher"), ".py")
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        teacher = MODELS.build(cfg.model)
+    load_strict(teacher, checkpoint)
+    return len(teacher.state_dict())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdctl.errors import SpecError
-from kdctl.spec import load_spec, with_overrides
+from kdctl.spec import Spec, load_spec, with_overrides
 from tests.conftest import tiny_spec_dict, write_spec
 
 
@@ -169,3 +169,34 @@ def test_teacher_and_student_outputs_must_pair(tiny_data: Path, tmp_path: Path) 
         load_spec(write_spec(tmp_path / "p.yaml", d))
     assert info.value.problems[0].startswith("student.detector: the logit KD pairs teacher")
     assert "(got teacher atss/3 levels, student retinanet/3 levels)" in info.value.problems[0]
+
+
+def test_cli_validate_loads_the_teacher_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    import kdctl.models  # noqa: F401  (registers kdctl's modules)
+    from kdctl.render import render_config
+
+    d = tiny_spec_dict(tiny_data, tmp_path)
+    spec = Spec.model_validate(d)
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        teacher = MODELS.build(Config.fromstring(render_config(spec, "teacher"), ".py").model)
+    torch.save({"state_dict": teacher.state_dict()}, tmp_path / "good.pth")
+    state = teacher.state_dict()
+    state.pop("bbox_head.atss_cls.bias")
+    torch.save({"state_dict": state}, tmp_path / "other.pth")
+
+    d["teacher"]["checkpoint"] = "good.pth"
+    write_spec(tmp_path / "kdctl.yaml", d)
+    out = _kdctl("validate", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"all {len(teacher.state_dict())} tensors match" in out.stdout
+
+    d["teacher"]["checkpoint"] = "other.pth"
+    write_spec(tmp_path / "kdctl.yaml", d)
+    out = _kdctl("validate", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "teacher.checkpoint:" in out.stderr and "1 missing keys" in out.stderr
