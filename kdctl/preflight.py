@@ -65,9 +65,12 @@ def write_cleaned(results: dict[str, CocoCheckResult], out_dir: Path,
 def spec_warnings(spec: Spec, role: str | None = None) -> list[str]:
     """Legal settings that are probably not what the user meant."""
     notes = []
-    if spec.distill.weight == 0 and role in (None, "distill"):
-        notes.append("distill.weight: 0 turns the logit KD loss off; the distilled student "
-                     "will train like the plain student")
+    kd = spec.distill
+    if kd.weight == 0 and "logit" in kd.losses and role in (None, "distill"):
+        others = [loss for loss in kd.losses if loss != "logit"]
+        notes.append("distill.weight: 0 turns the logit KD loss off; " + (
+            f"only the {' and '.join(others)} KD remains" if others
+            else "the distilled student will train like the plain student"))
     return notes
 
 

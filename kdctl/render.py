@@ -114,6 +114,7 @@ def render_config(spec: Spec, role: str, teacher_ckpt: str | None = None,
             distill=spec.distill, logit_loss=logit_loss_kind(spec),
             feature_weight=spec.distill.feature_weight if "feature" in spec.distill.losses
             else 0.0,
+            kd_weight=spec.distill.weight if "logit" in spec.distill.losses else 0.0,
             box_weight=spec.distill.box_weight if "box" in spec.distill.losses else 0.0,
         )
         return env.get_template("distill.py.j2").render(**ctx)

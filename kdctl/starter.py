@@ -32,6 +32,19 @@ def _model_row(m) -> str:  # noqa: ANN001
             f"{m.num_levels} levels; head {m.head.feat_channels} ch x {m.head.stacked_convs}")
 
 
+def _distill_row(spec: Spec) -> str:
+    kd = spec.distill
+    parts = []
+    if "logit" in kd.losses:
+        parts.append(f"logit: {logit_loss_kind(spec)} at T={kd.temperature}, weight "
+                     f"{kd.weight}")
+    if "box" in kd.losses:
+        parts.append(f"box: weight {kd.box_weight}")
+    if "feature" in kd.losses:
+        parts.append(f"feature: weight {kd.feature_weight}")
+    return "; ".join(parts)
+
+
 def summary_rows(spec: Spec) -> list[tuple[str, str]]:
     d, o, s = spec.data, spec.optimizer, spec.schedule
     kd = spec.distill
@@ -42,10 +55,11 @@ def summary_rows(spec: Spec) -> list[tuple[str, str]]:
         ("teacher", _model_row(spec.teacher)),
         ("teacher checkpoint", spec.teacher.checkpoint or "-"),
         ("student", _model_row(spec.student)),
-        ("distillation", f"{', '.join(kd.losses)}; {logit_loss_kind(spec)} at T={kd.temperature}"
-                         f", weight {kd.weight}"),
-        ("optimizer", f"{o.type} lr {o.lr}, momentum {o.momentum}, weight decay "
-                      f"{o.weight_decay}"),
+        ("distillation", _distill_row(spec)),
+        ("optimizer", f"{o.type} lr {o.lr}"
+                      + (f", momentum {o.momentum}" if o.type == "SGD" else "")
+                      + f", weight decay {o.weight_decay}"
+                      + (f", EMA momentum {o.ema}" if o.ema else "")),
         ("schedule", f"{s.epochs} epochs (teacher {spec.teacher_epochs()}), batch {s.batch_size}"),
         ("tracking", f"wandb project {spec.tracking.project!r}, mode {spec.tracking.mode}"),
         ("runtime", f"device {spec.runtime.device}, seed {spec.runtime.seed}, work dir "

@@ -159,12 +159,29 @@ def test_kd_weight_zero_is_allowed_with_a_warning(tiny_data: Path, tmp_path: Pat
     assert spec.distill.weight == 0.0
     [note] = spec_warnings(spec, "distill")
     assert note.startswith("distill.weight: 0 turns the logit KD loss off")
+    assert note.endswith("will train like the plain student")
     assert spec_warnings(spec, "teacher") == []
+    with_box = with_overrides(spec, {"distill.losses": ["logit", "box"]})
+    [note] = spec_warnings(with_box, "distill")
+    assert note.endswith("only the box KD remains")
+
+
+def test_losses_choose_what_the_distilled_config_computes(tiny_data: Path,
+                                                         tmp_path: Path) -> None:
+    from kdctl.render import render_config
+
+    spec = load_spec(write_spec(tmp_path / "z.yaml", tiny_spec_dict(
+        tiny_data, tmp_path, distill=dict(losses=["box"], weight=0.7, box_weight=1.5))))
+    cfg = render_config(spec, "distill", str(tmp_path / "t.pth"))
+    assert "kd_weight=0.0," in cfg and "box_weight=1.5," in cfg
+    spec = with_overrides(spec, {"distill.losses": ["logit"]})
+    cfg = render_config(spec, "distill", str(tmp_path / "t.pth"))
+    assert "kd_weight=0.7," in cfg and "box_weight=0.0," in cfg
 
 
 def test_teacher_and_student_outputs_must_pair(tiny_data: Path, tmp_path: Path) -> None:
     d = tiny_spec_dict(tiny_data, tmp_path)
-    d["student"]["detector"] = d["teacher"]["detector"] = "retinanet"
+    d["student"]["detector"] = "retinanet"
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(tmp_path / "p.yaml", d))
     assert info.value.problems[0].startswith("student.detector: the logit KD pairs teacher")

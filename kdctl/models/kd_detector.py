@@ -147,9 +147,10 @@ class KDSingleStageDetector(SingleStageDetector):
                 teacher_scores = cls_logits(self.teacher_model.bbox_head, teacher_feats)
 
         channels = self.bbox_head.cls_out_channels
-        losses["loss_kd_logit"] = self.kd_weight * logit_kd_loss(
-            list(outs[0]), teacher_scores, channels, self.temperature, self.logit_loss,
-            self.kd_normalize, self.kd_focal_gamma)
+        if self.kd_weight > 0:
+            losses["loss_kd_logit"] = self.kd_weight * logit_kd_loss(
+                list(outs[0]), teacher_scores, channels, self.temperature, self.logit_loss,
+                self.kd_normalize, self.kd_focal_gamma)
         if self.box_weight > 0:
             losses["loss_kd_box"] = self.box_weight * box_kd_loss(
                 list(outs[1]), list(teacher_boxes), list(teacher_scores), channels,
