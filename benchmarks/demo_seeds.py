@@ -34,9 +34,9 @@ def run_seed(out: Path, seed: int, quick: bool, console: Console) -> dict:
     t0 = time.time()
     summary = run_demo(out / f"seed{seed}", quick=quick, seed=seed, console=console)
     row = dict(seed=seed, minutes=(time.time() - t0) / 60)
-    for role, entry in summary["models"].items():
-        row[role] = entry["metrics"]["val/bbox_mAP_50"]
-        row[role + "_mAP"] = entry["metrics"]["val/bbox_mAP"]
+    for entry in summary["models"]:  # the report's models: one entry per role and seed
+        row[entry["role"]] = entry["metrics"]["val/bbox_mAP_50"]
+        row[entry["role"] + "_mAP"] = entry["metrics"]["val/bbox_mAP"]
     (out / f"seed{seed}" / "bench.json").write_text(json.dumps(row, indent=2))
     return row
 
