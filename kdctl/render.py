@@ -112,10 +112,9 @@ def render_config(spec: Spec, role: str, teacher_ckpt: str | None = None,
             student=model_context(spec.student, spec.num_classes),
             teacher_ckpt=str(Path(ckpt).resolve()) if ckpt else None,
             distill=spec.distill, logit_loss=logit_loss_kind(spec),
-            feature_weight=spec.distill.feature_weight if "feature" in spec.distill.losses
-            else 0.0,
-            kd_weight=spec.distill.weight if "logit" in spec.distill.losses else 0.0,
-            box_weight=spec.distill.box_weight if "box" in spec.distill.losses else 0.0,
+            kd_weight=spec.distill.loss_weight("logit"),
+            box_weight=spec.distill.loss_weight("box"),
+            feature_weight=spec.distill.loss_weight("feature"),
         )
         return env.get_template("distill.py.j2").render(**ctx)
     model = spec.teacher if role == "teacher" else spec.student

@@ -196,6 +196,11 @@ class DistillSpec(StrictModel):
     box_weight: float = Field(1.0, ge=0, description="weight of the box KD loss")
     feature_weight: float = Field(1.0, ge=0)
 
+    def loss_weight(self, loss: Literal["logit", "box", "feature"]) -> float:
+        """The weight a KD loss trains with: its field when `losses` lists it, else 0."""
+        field = {"logit": "weight", "box": "box_weight", "feature": "feature_weight"}[loss]
+        return getattr(self, field) if loss in self.losses else 0.0
+
 
 class OptimizerSpec(StrictModel):
     type: Literal["SGD", "AdamW"] = "SGD"
