@@ -156,6 +156,30 @@ def test_box_kd_runs_the_teacher_box_branch_and_trains_the_student_only(
     assert all(p.grad is None for p in kd.teacher_model.parameters())
 
 
+def test_feature_kd_alone_leaves_the_teacher_head_unrun(tiny_data: Path,
+                                                      tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = load_spec(write_spec(tmp_path / "k.yaml", tiny_spec_dict(
+        tiny_data, tmp_path, distill=dict(losses=["feature"], feature_weight=0.5))))
+    teacher = _build(render_config(spec, "teacher"), tmp_path, "teacher")
+    ckpt = tmp_path / "teacher.pth"
+    torch.save({"state_dict": teacher.state_dict()}, ckpt)
+    kd = _build(render_config(spec, "distill", str(ckpt)), tmp_path, "distill")
+    assert (kd.kd_weight, kd.box_weight, kd.feature_weight) == (0.0, 0.0, 0.5)
+    head_calls = []
+    kd.teacher_model.bbox_head.register_forward_hook(lambda *_: head_calls.append(1))
+    kd.train()
+    data = kd.data_preprocessor(_batch(kd), True)
+    losses = kd.loss(data["inputs"], data["data_samples"])
+    assert losses["loss_kd_feat"].item() > 0
+    assert "loss_kd_logit" not in losses and "loss_kd_box" not in losses
+    assert head_calls == []
+    cls_conv = kd.teacher_model.bbox_head.atss_cls
+    cls_conv.register_forward_hook(lambda *_: head_calls.append(2))
+    kd.loss(data["inputs"], data["data_samples"])
+    assert head_calls == []
+
+
 def test_box_kd_needs_an_anchor_based_head(tiny_data: Path, tmp_path: Path) -> None:
     fcos = dict(detector="fcos", num_levels=3, neck_channels=16,
                 head=dict(feat_channels=32, stacked_convs=1))

@@ -143,7 +143,7 @@ class KDSingleStageDetector(SingleStageDetector):
             teacher_feats = self.teacher_model.extract_feat(self._teacher_inputs(batch_inputs))
             if self.box_weight > 0:  # both branches: the box KD weights by the class scores
                 teacher_scores, teacher_boxes = self.teacher_model.bbox_head(teacher_feats)[:2]
-            else:
+            elif self.kd_weight > 0:  # the classification branch only
                 teacher_scores = cls_logits(self.teacher_model.bbox_head, teacher_feats)
 
         channels = self.bbox_head.cls_out_channels
